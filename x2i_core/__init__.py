@@ -1,0 +1,43 @@
+"""x2i core: interfaces, the AlignNet, the plugin manager and the generation/alignment plumbing.
+
+Importing this package does not import torch; the torch-based names load on first access.
+Plugins import only the names exported here.
+"""
+from importlib import import_module
+
+from .errors import CheckpointError, IncompatibleError, InputError, PluginError, X2IError
+from .hookspecs import hookimpl
+from .prompt import MultimodalPrompt, PromptPart
+from .specs import AdapterSpec, AlignerSpec, BackboneSpec, ComponentSpec, EncoderSpec
+
+__version__ = "0.1.0"
+
+# name -> module that defines it; imported lazily so `x2i --help` never pays for torch.
+_LAZY = {
+    "MultimodalEncoder": "x2i_core.interfaces",
+    "DiTBackbone": "x2i_core.interfaces",
+    "Aligner": "x2i_core.interfaces",
+    "Adapter": "x2i_core.interfaces",
+    "EncodedPrompt": "x2i_core.interfaces",
+    "Conditioning": "x2i_core.interfaces",
+    "AttentionPoint": "x2i_core.interfaces",
+    "TeacherConditioner": "x2i_core.interfaces",
+    "AlignNet": "x2i_core.alignnet",
+    "get_registry": "x2i_core.plugins",
+    "load_component": "x2i_core.plugins",
+}
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'x2i_core' has no attribute {name!r}")
+    return getattr(import_module(module), name)
+
+
+__all__ = [
+    "X2IError", "InputError", "CheckpointError", "IncompatibleError", "PluginError",
+    "hookimpl", "MultimodalPrompt", "PromptPart",
+    "ComponentSpec", "EncoderSpec", "BackboneSpec", "AlignerSpec", "AdapterSpec",
+    *_LAZY,
+]

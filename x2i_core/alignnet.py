@@ -1,0 +1,85 @@
+"""AlignNet: fuse every encoder layer, then project to the backbone's prompt and pooled embeddings.
+
+As in the X2I paper: Conv2d(C -> 1, k=5) over the (S x H) plane ("conv"), or a learnable per-layer
+scale and a mean ("scale", the InternVL-1B variant); "last" (last layer only) exists for the paper's
+ablation. Then LayerNorm(H) -> Linear(H->D) -> GELU -> Linear(D->D) = prompt_embeds, and
+GELU -> Linear(D->P) averaged over real tokens = pooled_prompt_embeds.
+"""
+from __future__ import annotations
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from .interfaces import Aligner, Conditioning
+
+FUSIONS = ("conv", "scale", "last")
+
+
+class AlignNet(ModelMixin, ConfigMixin, Aligner):
+    """The X2I AlignNet. save_pretrained/from_pretrained write config.json + safetensors."""
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(
+        self,
+        num_layers: int,
+        hidden_size: int,
+        prompt_dim: int = 4096,
+        pooled_dim: int = 768,
+        fusion: str = "conv",
+        kernel_size: int = 5,
+        masked_pool: bool = True,
+        encoder: str | None = None,
+        backbone: str | None = None,
+    ):
+        super().__init__()
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        if fusion == "conv":
+            self.layer_fusion = nn.Conv2d(num_layers, 1, kernel_size, padding=kernel_size // 2)
+        elif fusion == "scale":
+            self.layer_scale = nn.Parameter(torch.ones(1, num_layers, 1, 1))
+        self.norm = nn.LayerNorm(hidden_size, eps=1e-6)
+        self.project_in = nn.Linear(hidden_size, prompt_dim, bias=False)
+        self.project_out = nn.Linear(prompt_dim, prompt_dim, bias=False)
+        self.pooled_proj = nn.Linear(prompt_dim, pooled_dim)
+
+    def fuse_layers(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """(B, C, S, H) -> (B, S, H)."""
+        fusion = self.config.fusion
+        if fusion == "conv":
+            return self.layer_fusion(hidden_states).squeeze(1)
+        if fusion == "scale":
+            return (hidden_states * self.layer_scale).mean(dim=1)
+        return hidden_states[:, -1]
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> Conditioning:
+        b, c, s, h = hidden_states.shape
+        if (c, h) != (self.config.num_layers, self.config.hidden_size):
+            raise ValueError(
+                f"AlignNet expects hidden states (B, {self.config.num_layers}, S, {self.config.hidden_size}), "
+                f"got {tuple(hidden_states.shape)}"
+            )
+        param = self.project_in.weight
+        hidden_states = hidden_states.to(param.dtype)
+        if attention_mask is None:
+            attention_mask = torch.ones(b, s, dtype=torch.bool, device=hidden_states.device)
+        mask = attention_mask.to(device=hidden_states.device, dtype=torch.bool)
+        # Zero padded positions so the 5x5 convolution sees the same zeros at a sequence end whether
+        # the batch was padded or not: outputs on real tokens do not depend on padding.
+        hidden_states = hidden_states * mask[:, None, :, None].to(hidden_states.dtype)
+        fused = self.fuse_layers(hidden_states)
+        prompt_embeds = self.project_out(nn.functional.gelu(self.project_in(self.norm(fused))))
+        per_token = self.pooled_proj(nn.functional.gelu(prompt_embeds))
+        if self.config.masked_pool:
+            weights = mask.to(per_token.dtype).unsqueeze(-1)
+            pooled = (per_token * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        else:  # the reference's mean, padding included (kept for its released weights)
+            pooled = per_token.mean(1)
+        return Conditioning(prompt_embeds, pooled, mask)
+
+    def num_parameters(self) -> int:  # type: ignore[override]
+        return sum(p.numel() for p in self.parameters())
