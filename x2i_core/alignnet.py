@@ -7,11 +7,15 @@ GELU -> Linear(D->P) averaged over real tokens = pooled_prompt_embeds.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from .errors import CheckpointError
 from .interfaces import Aligner, Conditioning
 
 FUSIONS = ("conv", "scale", "last")
@@ -46,6 +50,21 @@ class AlignNet(ModelMixin, ConfigMixin, Aligner):
         self.project_in = nn.Linear(hidden_size, prompt_dim, bias=False)
         self.project_out = nn.Linear(prompt_dim, prompt_dim, bias=False)
         self.pooled_proj = nn.Linear(prompt_dim, pooled_dim)
+
+    @classmethod
+    def from_pretrained(cls, pretrained, **kwargs) -> "AlignNet":
+        """Load a save_pretrained folder (or hub id); any failure is one CheckpointError line."""
+        path = Path(str(pretrained)).expanduser()
+        is_local = path.exists() or str(pretrained).startswith((".", "/", "~")) or str(pretrained).count("/") != 1
+        if is_local:
+            _check_alignnet_folder(path)
+        try:
+            return super().from_pretrained(str(path) if is_local else pretrained, **kwargs)
+        except CheckpointError:
+            raise
+        except Exception as exc:  # diffusers raises OSError/ValueError/EnvironmentError/safetensors errors
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"cannot load an AlignNet from {pretrained}: {first}") from exc
 
     def fuse_layers(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """(B, C, S, H) -> (B, S, H)."""
@@ -83,3 +102,23 @@ class AlignNet(ModelMixin, ConfigMixin, Aligner):
 
     def num_parameters(self) -> int:  # type: ignore[override]
         return sum(p.numel() for p in self.parameters())
+
+
+def _check_alignnet_folder(path: Path) -> None:
+    """Explain the usual mistakes before diffusers gives a long traceback."""
+    if not path.exists():
+        raise CheckpointError(f"AlignNet folder not found: {path}")
+    if path.is_file():
+        hint = " (a reference X2I checkpoint? convert it with `x2i convert`)" if path.suffix in (".pt", ".bin", ".pth") else ""
+        raise CheckpointError(f"{path} is a file; an AlignNet is a folder with config.json and safetensors{hint}")
+    config = path / "config.json"
+    if not config.is_file():
+        ref = [p.name for p in path.iterdir() if p.suffix in (".bin", ".pt", ".pth")]
+        hint = f" (found {ref[0]}: convert it with `x2i convert {path / ref[0]} -o DIR`)" if ref else ""
+        raise CheckpointError(f"{path} has no config.json, so it is not an AlignNet folder{hint}")
+    try:
+        cfg = json.loads(config.read_text())
+    except ValueError as exc:
+        raise CheckpointError(f"{config} is not valid JSON: {exc}") from exc
+    if cfg.get("_class_name") != "AlignNet":
+        raise CheckpointError(f"{path} holds a {cfg.get('_class_name') or 'non-diffusers'} config, not an AlignNet")
