@@ -25,6 +25,8 @@ _LAZY = {
     "AlignNet": "x2i_core.alignnet",
     "get_registry": "x2i_core.plugins",
     "load_component": "x2i_core.plugins",
+    "X2IPipeline": "x2i_core.generate",
+    "load_image": "x2i_core.media", "sample_video_frames": "x2i_core.media", "load_audio": "x2i_core.media",
 }
 
 

@@ -1,0 +1,140 @@
+"""`x2i generate`: a prompt (text, images, videos, audio clips) -> PNG images. Torch loads inside the command only."""
+from __future__ import annotations
+
+import click
+
+from x2i_core.errors import X2IError
+
+#: the built-in default world: {"encoder": ..., "backbone": ..., "aligner": ..., optional "*_path"}.
+#: None until a built-in miniature world ships; then `x2i generate "text"` needs no options.
+DEFAULT_WORLD: dict | None = {
+    "encoder": "shapes-mllm", "backbone": "shapes", "aligner": "shapes",
+    "message": "Using the built-in shapes world (64x64 miniature; pass --encoder/--backbone for real models).",
+}
+
+_EPILOG = """\b
+Examples:
+  x2i generate --encoder qwen2.5-vl-7b --backbone flux-dev --aligner ./alignnet "a red fox in snow"
+  x2i generate ... "一只在雪地里的红狐狸"                     any language the encoder reads
+  x2i generate ... --image dog.png "the dog as an oil painting"
+  x2i generate ... --image a.png --image b.png "both animals on one sofa"
+  x2i generate ... --video clip.mp4 -o frames/ --num-images 4
+  x2i generate --encoder qwen2.5-vl-7b --backbone flux --backbone-path ./my-flux ...
+\b
+Media come first (images, videos, audio clips, in the order given), then the text.
+Image i is seeded with SEED + i, so any single image can be reproduced with --num-images 1.
+The prompt, seed, steps, guidance, size and model names are stored in each PNG's text chunks.
+"""
+
+
+def _pick_models(encoder, backbone, aligner, encoder_path, backbone_path):
+    """Fill missing model options from DEFAULT_WORLD, or say which options to pass."""
+    world = DEFAULT_WORLD or {}
+    encoder = encoder or world.get("encoder")
+    backbone = backbone or world.get("backbone")
+    missing = [opt for opt, val in (("--encoder", encoder), ("--backbone", backbone)) if not val]
+    if missing:
+        raise X2IError(
+            f"no default model is installed: pass {' and '.join(missing)} (and --aligner), for example "
+            f"--encoder qwen2.5-vl-7b --backbone flux-dev --aligner DIR; `x2i plugins` lists what is installed"
+        )
+    if world and encoder == world.get("encoder") and backbone == world.get("backbone"):
+        aligner = aligner or world.get("aligner")
+        encoder_path = encoder_path or world.get("encoder_path")
+        backbone_path = backbone_path or world.get("backbone_path")
+    return encoder, backbone, aligner, encoder_path, backbone_path
+
+
+def _quiet_libraries():
+    """Silence transformers/diffusers progress bars and info logs (stderr stays for our progress and errors)."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for lib in (diffusers_logging, transformers_logging):
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
+
+
+@click.command(epilog=_EPILOG)
+@click.argument("text", required=False)
+@click.option("--encoder", metavar="NAME|DIR",
+              help="Multimodal encoder: a registered name (see `x2i plugins`) or a model folder.")
+@click.option("--encoder-path", metavar="DIR|HUB_ID", help="Checkpoint for the encoder, overriding the name's default.")
+@click.option("--backbone", metavar="NAME|DIR",
+              help="Image backbone: flux-dev, flux-schnell, shuttle-3-diffusion, flux (+ --backbone-path) or a folder.")
+@click.option("--backbone-path", metavar="DIR|HUB_ID", help="Checkpoint for the backbone, overriding the name's default.")
+@click.option("--aligner", metavar="NAME|DIR|HUB_ID",
+              help="AlignNet trained for this encoder and backbone (default: the registered one that fits).")
+@click.option("--image", "images", multiple=True, metavar="FILE", help="An input image; repeat for several.")
+@click.option("--video", "videos", multiple=True, metavar="FILE", help="An input video; repeat for several.")
+@click.option("--audio", "audios", multiple=True, metavar="FILE", help="An input audio clip; repeat for several.")
+@click.option("--steps", type=click.IntRange(min=1), help="Denoising steps (default: the backbone's, e.g. 28 for flux-dev).")
+@click.option("--guidance", type=float, help="Guidance scale (default: the backbone's, e.g. 3.5 for flux-dev).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the first image.")
+@click.option("--width", type=click.IntRange(min=1), help="Image width in pixels (default: the backbone's, 1024 for FLUX).")
+@click.option("--height", type=click.IntRange(min=1), help="Image height in pixels (default: the backbone's).")
+@click.option("--num-images", "-n", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Images to make from this prompt.")
+@click.option("-o", "--output", metavar="FILE.png|DIR",
+              help="A .png file (several images: NAME-0.png, NAME-1.png ...) or a folder. Default: x2i.png.")
+@click.option("--offload", is_flag=True, help="Low memory: keep models on the CPU and move each to the GPU when it runs.")
+@click.option("--device", metavar="DEVICE", help="cuda, cuda:1, cpu ... (default: cuda if available).")
+@click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), help="Weights dtype (default: bf16 on GPU, fp32 on CPU).")
+@click.option("--trust-remote-code", is_flag=True, help="Allow encoders that run code from their checkpoint (e.g. MiniCPM-o).")
+def generate(text, encoder, encoder_path, backbone, backbone_path, aligner, images, videos, audios, steps, guidance,
+             seed, width, height, num_images, output, offload, device, dtype, trust_remote_code):
+    """Generate images from TEXT and/or media with a multimodal encoder, an AlignNet and a FLUX-style backbone."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from x2i_core.generate import check_media_files, output_paths
+    from x2i_core.prompt import MultimodalPrompt
+
+    prompt = MultimodalPrompt.build(text, images=images, videos=videos, audios=audios)
+    if prompt.is_empty():
+        raise X2IError("the prompt is empty: give TEXT and/or --image, --video, --audio")
+    check_media_files(prompt)  # before loading gigabytes
+    output_paths(output, num_images, seed)  # a bad -o fails now, not after sampling
+    if DEFAULT_WORLD and not encoder and not backbone and DEFAULT_WORLD.get("message"):
+        click.echo(DEFAULT_WORLD["message"], err=True)  # one line: say which world answers
+    encoder, backbone, aligner, encoder_path, backbone_path = _pick_models(
+        encoder, backbone, aligner, encoder_path, backbone_path)
+
+    from x2i_core.generate import X2IPipeline, save_images  # imports torch
+
+    _quiet_libraries()  # our own progress bar replaces their loading bars and notices
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description:<18}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=True,
+                  disable=not console.is_terminal) as progress:
+        loading = progress.add_task("loading models", total=3)
+
+        def on_load(what):
+            progress.update(loading, description=f"loading {what}")
+            progress.advance(loading)
+
+        pipe = X2IPipeline.from_names(
+            encoder, backbone, aligner, encoder_path=encoder_path, backbone_path=backbone_path,
+            device=device, dtype=dtype, offload=offload, trust_remote_code=trust_remote_code, on_load=on_load,
+        )
+        progress.remove_task(loading)
+        for note in getattr(pipe.backbone, "notes", []):
+            console.print(f"[yellow]Note:[/] {note}")
+        total_steps = steps or pipe.backbone.default_steps
+        task = progress.add_task("encode", total=total_steps + 3)
+
+        def on_phase(name):
+            if name in ("align", "denoise"):
+                progress.advance(task)  # encode / align is done; denoise advances once per step
+            progress.update(task, description=name)
+
+        def on_step(i, total):
+            progress.update(task, total=total + 3, description=f"denoise {i}/{total}")
+            progress.advance(task)
+
+        result = pipe(prompt, num_images=num_images, steps=steps, guidance=guidance, seed=seed,
+                      width=width, height=height, on_step=on_step, on_phase=on_phase)
+        progress.update(task, completed=progress.tasks[-1].total)
+    paths = save_images(result, output, seed=seed)
+    for path in paths:
+        click.echo(str(path))

@@ -1,0 +1,360 @@
+"""FluxBackbone: a frozen FLUX.1 transformer + VAE + flow-matching scheduler, conditioned by embeddings only.
+
+The T5 and CLIP text encoders are never loaded here (the reference loads and ignores ~9.7 GB of them);
+`load_teacher()` loads them separately, for alignment only.
+
+Facts checked in diffusers 0.42 (transformer_flux.py / pipeline_flux.py):
+- `transformer_blocks[i].attn` returns (image_out, text_out), both after to_out / to_add_out and before
+  the gated residual; `single_transformer_blocks[i].attn` returns one tensor, text tokens first then
+  image tokens, with no output projection (pre_only), before concatenation with the MLP branch.
+- The transformer multiplies `timestep` and `guidance` by 1000 itself; FluxPipeline passes the
+  scheduler's t / 1000, i.e. the sigma in [0, 1]. `predict` therefore takes the sigma as is.
+- `joint_attention_kwargs={"attention_mask": bool (B, 1, 1, Ltxt + Limg)}` reaches every attention
+  (joint sequence = [text; image]) and masks padded text keys.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+from diffusers.utils.torch_utils import randn_tensor
+
+from x2i_core.device import resolve as resolve_device
+from x2i_core.errors import CheckpointError, InputError
+from x2i_core.interfaces import AttentionPoint, Conditioning, DiTBackbone, TeacherConditioner
+
+COMPONENTS = {"transformer": FluxTransformer2DModel, "vae": AutoencoderKL, "scheduler": FlowMatchEulerDiscreteScheduler}
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+def _looks_like_path(pretrained: str) -> bool:
+    return pretrained.startswith((".", "/", "~")) or "\\" in pretrained or pretrained.count("/") > 1
+
+
+def _check_folder(folder: Path) -> None:
+    """A local pipeline folder must hold transformer/, vae/ and scheduler/ with their configs."""
+    missing = []
+    for sub in COMPONENTS:
+        cfg = "scheduler_config.json" if sub == "scheduler" else "config.json"
+        if not (folder / sub / cfg).is_file():
+            missing.append(f"{sub}/{cfg}")
+    if missing:
+        raise CheckpointError(
+            f"{folder} is not a Flux pipeline folder: missing {', '.join(missing)} "
+            f"(expected the diffusers layout with transformer/, vae/ and scheduler/)"
+        )
+
+
+def load_components(pretrained: str, dtype: torch.dtype) -> dict[str, Any]:
+    """Load transformer, VAE and scheduler from a diffusers folder or hub id; CheckpointError on failure."""
+    folder = Path(pretrained).expanduser()
+    if folder.is_dir():
+        _check_folder(folder)
+        source = str(folder)
+    elif folder.exists() or _looks_like_path(pretrained):
+        raise CheckpointError(f"backbone checkpoint folder not found: {pretrained}")
+    else:
+        source = pretrained  # a hub id
+    loaded = {}
+    for sub, cls in COMPONENTS.items():
+        try:
+            if sub == "scheduler":
+                loaded[sub] = cls.from_pretrained(source, subfolder=sub)
+            else:
+                loaded[sub] = cls.from_pretrained(source, subfolder=sub, torch_dtype=dtype)
+        except Exception as exc:  # corrupt safetensors, hub offline, wrong config ...
+            raise CheckpointError(f"cannot load the Flux {sub} from {pretrained}: {_one_line(exc)}") from exc
+    return loaded
+
+
+class FluxBackbone(DiTBackbone):
+    """FLUX.1 (dev, schnell, shuttle, any Flux folder) as an X2I backbone, wrapping a text-encoder-free FluxPipeline."""
+
+    def __init__(
+        self,
+        pipe: FluxPipeline,
+        *,
+        source: str,
+        device: torch.device,
+        dtype: torch.dtype,
+        offload: bool = False,
+        default_steps: int = 28,
+        default_guidance: float = 3.5,
+        max_sequence_length: int = 512,
+        default_size: int = 1024,
+    ):
+        self.pipe = pipe
+        self.source = source
+        self.device = device
+        self.dtype = dtype
+        self.offload = offload
+        self.default_steps = default_steps
+        self.default_guidance = default_guidance
+        self.max_sequence_length = max_sequence_length
+        self.default_size = default_size
+        self.notes: list[str] = []  # things a user should be told (the CLI prints them)
+        pipe.transformer.requires_grad_(False).eval()
+        pipe.vae.requires_grad_(False).eval()
+        pipe.set_progress_bar_config(disable=True)
+        if not offload:
+            pipe.to(device)
+        elif device.type == "cpu":
+            # enable_model_cpu_offload needs an accelerator; on CPU the weights already live in main memory.
+            self.notes.append("--offload has no effect on CPU (the model already lives in main memory)")
+        else:
+            pipe.enable_model_cpu_offload(device=device)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained: str,
+        *,
+        device=None,
+        dtype=None,
+        offload: bool = False,
+        default_steps: int = 28,
+        default_guidance: float = 3.5,
+        max_sequence_length: int = 512,
+        default_size: int = 1024,
+        **options,
+    ) -> "FluxBackbone":
+        """Load transformer/, vae/ and scheduler/ from a diffusers Flux folder or hub id (never the text encoders)."""
+        if options:
+            raise InputError(f"unknown Flux backbone option(s): {', '.join(sorted(options))}")
+        device, dtype = resolve_device(device, dtype)
+        parts = load_components(str(pretrained), dtype)
+        pipe = FluxPipeline(
+            scheduler=parts["scheduler"], vae=parts["vae"], transformer=parts["transformer"],
+            text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None,
+        )
+        return cls(
+            pipe, source=str(pretrained), device=device, dtype=dtype, offload=offload,
+            default_steps=default_steps, default_guidance=default_guidance,
+            max_sequence_length=max_sequence_length, default_size=default_size,
+        )
+
+    # -- shapes ------------------------------------------------------------------------------
+    @property
+    def transformer(self) -> FluxTransformer2DModel:
+        """The frozen FluxTransformer2DModel."""
+        return self.pipe.transformer
+
+    @property
+    def vae(self) -> AutoencoderKL:
+        """The frozen VAE (decodes unpacked latents)."""
+        return self.pipe.vae
+
+    @property
+    def prompt_embed_dim(self) -> int:
+        """D = transformer.config.joint_attention_dim (4096 for FLUX.1)."""
+        return int(self.transformer.config.joint_attention_dim)
+
+    @property
+    def pooled_embed_dim(self) -> int:
+        """P = transformer.config.pooled_projection_dim (768 for FLUX.1)."""
+        return int(self.transformer.config.pooled_projection_dim)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Pixels per latent cell along a side (8 for FLUX.1)."""
+        return int(self.pipe.vae_scale_factor)
+
+    @property
+    def size_multiple(self) -> int:
+        """Height and width must be multiples of this (VAE downsampling x 2x2 latent packing)."""
+        return 2 * self.vae_scale_factor
+
+    @property
+    def execution_device(self) -> torch.device:
+        """Where the transformer runs (the accelerator even when offloaded)."""
+        return self.pipe._execution_device
+
+    def check_size(self, height: int, width: int) -> None:
+        """InputError unless height and width are positive multiples of `size_multiple`."""
+        m = self.size_multiple
+        if height <= 0 or width <= 0 or height % m or width % m:
+            near_h, near_w = max(m, round(height / m) * m), max(m, round(width / m) * m)
+            raise InputError(
+                f"width and height must be positive multiples of {m} for this backbone, "
+                f"got {width}x{height} (try {near_w}x{near_h})"
+            )
+
+    def latent_grid(self, height: int, width: int) -> tuple[int, int]:
+        """(rows, cols) of packed latent tokens: the image sequence is rows * cols long."""
+        self.check_size(height, width)
+        m = self.size_multiple
+        return height // m, width // m
+
+    # -- conditioning plumbing ---------------------------------------------------------------
+    def _embeds(self, conditioning: Conditioning) -> tuple[torch.Tensor, torch.Tensor]:
+        dev, dtype = self.execution_device, self.transformer.dtype
+        prompt = conditioning.prompt_embeds.to(device=dev, dtype=dtype)
+        pooled = conditioning.pooled_prompt_embeds.to(device=dev, dtype=dtype)
+        if prompt.shape[-1] != self.prompt_embed_dim or pooled.shape[-1] != self.pooled_embed_dim:
+            raise InputError(
+                f"conditioning widths {prompt.shape[-1]}/{pooled.shape[-1]} do not fit this backbone "
+                f"({self.prompt_embed_dim}/{self.pooled_embed_dim})"
+            )
+        return prompt, pooled
+
+    def joint_attention_mask(self, conditioning: Conditioning, height: int, width: int) -> torch.Tensor | None:
+        """Bool (B, 1, 1, Ltxt + Limg) key mask hiding padded text tokens; None when nothing is padded."""
+        mask = conditioning.attention_mask
+        if mask is None or bool(mask.all()):
+            return None
+        rows, cols = self.latent_grid(height, width)
+        mask = mask.to(device=self.execution_device, dtype=torch.bool)
+        image = torch.ones(mask.shape[0], rows * cols, dtype=torch.bool, device=mask.device)
+        return torch.cat([mask, image], dim=1)[:, None, None, :]
+
+    # -- sampling ----------------------------------------------------------------------------
+    def noise_latents(self, batch: int, height: int, width: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Packed pure noise (B, rows*cols, in_channels), drawn exactly as FluxPipeline.prepare_latents does."""
+        rows, cols = self.latent_grid(height, width)
+        channels = self.transformer.config.in_channels // 4
+        shape = (batch, channels, rows * 2, cols * 2)
+        noise = randn_tensor(shape, generator=generator, device=self.execution_device, dtype=self.transformer.dtype)
+        return FluxPipeline._pack_latents(noise, batch, channels, rows * 2, cols * 2)
+
+    def predict(
+        self,
+        latents: torch.Tensor,
+        timestep: torch.Tensor,
+        conditioning: Conditioning,
+        *,
+        height: int,
+        width: int,
+        guidance_scale: float,
+    ) -> torch.Tensor:
+        """One transformer call; `timestep` is the sigma in [0, 1] (1 = pure noise), passed as FluxPipeline does.
+
+        Gradients flow to the conditioning (alignment trains through this call); the transformer stays frozen.
+        """
+        prompt, pooled = self._embeds(conditioning)
+        rows, cols = self.latent_grid(height, width)
+        batch, dev = latents.shape[0], self.execution_device
+        timestep = torch.as_tensor(timestep, device=dev, dtype=latents.dtype).reshape(-1).expand(batch)
+        guidance = None
+        if self.transformer.config.guidance_embeds:
+            guidance = torch.full((batch,), float(guidance_scale), device=dev, dtype=torch.float32)
+        img_ids = FluxPipeline._prepare_latent_image_ids(batch, rows, cols, dev, prompt.dtype)
+        txt_ids = torch.zeros(prompt.shape[1], 3, device=dev, dtype=prompt.dtype)
+        mask = self.joint_attention_mask(conditioning, height, width)
+        return self.transformer(
+            hidden_states=latents.to(device=dev, dtype=self.transformer.dtype),
+            timestep=timestep,
+            guidance=guidance,
+            pooled_projections=pooled,
+            encoder_hidden_states=prompt,
+            txt_ids=txt_ids,
+            img_ids=img_ids,
+            joint_attention_kwargs=None if mask is None else {"attention_mask": mask},
+            return_dict=False,
+        )[0]
+
+    @torch.no_grad()
+    def denoise(
+        self,
+        conditioning: Conditioning,
+        *,
+        height: int,
+        width: int,
+        num_inference_steps: int,
+        guidance_scale: float,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+        **pipeline_kwargs: Any,
+    ) -> torch.Tensor:
+        """The FluxPipeline sampling loop from embeddings; returns the final packed latents."""
+        self.check_size(height, width)
+        if num_inference_steps < 1:
+            raise InputError(f"the number of steps must be at least 1, got {num_inference_steps}")
+        prompt, pooled = self._embeds(conditioning)
+        attention_kwargs = dict(pipeline_kwargs.pop("joint_attention_kwargs", None) or {})
+        mask = self.joint_attention_mask(conditioning, height, width)
+        if mask is not None:
+            attention_kwargs["attention_mask"] = mask
+
+        def step_end(pipe, i, t, tensors):
+            if on_step is not None:
+                on_step(i + 1, num_inference_steps)
+            return {}
+
+        return self.pipe(
+            prompt_embeds=prompt,
+            pooled_prompt_embeds=pooled,
+            height=height,
+            width=width,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            generator=generator,
+            latents=latents,
+            joint_attention_kwargs=attention_kwargs or None,
+            callback_on_step_end=step_end,
+            output_type="latent",
+            return_dict=False,
+            **pipeline_kwargs,
+        )[0]
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, height: int, width: int) -> list:
+        """Packed latents -> PIL images (unpack, undo the VAE scaling and shift, decode), as FluxPipeline does."""
+        vae = self.vae
+        spatial = FluxPipeline._unpack_latents(latents, height, width, self.vae_scale_factor)
+        spatial = spatial / vae.config.scaling_factor + vae.config.shift_factor
+        # With model offload, vae.decode's forward hook moves the VAE to the accelerator itself.
+        device = self.execution_device if self.offload else vae.device
+        image = vae.decode(spatial.to(device=device, dtype=vae.dtype), return_dict=False)[0]
+        self.pipe.maybe_free_model_hooks()
+        return self.pipe.image_processor.postprocess(image, output_type="pil")
+
+    def generate(
+        self,
+        conditioning: Conditioning,
+        *,
+        height: int,
+        width: int,
+        num_inference_steps: int,
+        guidance_scale: float,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+        **pipeline_kwargs: Any,
+    ) -> list:
+        """Sample one PIL image per conditioning row (padding masked); `on_step(i, total)` after each step."""
+        latents = self.denoise(
+            conditioning, height=height, width=width, num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale, generator=generator, latents=latents, on_step=on_step,
+            **pipeline_kwargs,
+        )
+        return self.decode(latents, height, width)
+
+    # -- alignment ---------------------------------------------------------------------------
+    def attention_points(self) -> list[AttentionPoint]:
+        """Every double block's attn (returns (image_out, text_out)), then every single block's attn
+        (returns [text; image] joint output, no out-projection), in forward order."""
+        points = [
+            AttentionPoint(f"transformer_blocks.{i}.attn", block.attn, "double")
+            for i, block in enumerate(self.transformer.transformer_blocks)
+        ]
+        points += [
+            AttentionPoint(f"single_transformer_blocks.{i}.attn", block.attn, "single")
+            for i, block in enumerate(self.transformer.single_transformer_blocks)
+        ]
+        return points
+
+    def load_teacher(self) -> TeacherConditioner:
+        """FLUX's own CLIP-L + T5 conditioning from the same checkpoint (alignment only)."""
+        from .teacher import FluxTeacher
+
+        device = self.device
+        return FluxTeacher.from_pretrained(
+            self.source, device=device, dtype=self.dtype, max_sequence_length=self.max_sequence_length
+        )

@@ -1,0 +1,191 @@
+"""End to end: tiny Qwen2.5-VL + tiny AlignNet + tiny Flux, through `x2i generate` and the Python API."""
+import types
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from x2i_cli.main import cli
+from x2i_core import AlignerSpec, hookimpl
+from x2i_core.alignnet import AlignNet
+from x2i_core.errors import IncompatibleError, PluginError
+from x2i_core.generate import X2IPipeline, read_metadata, save_images
+from x2i_core.plugins import get_registry
+from x2i_plugins.backbones.flux.tiny import POOLED_DIM, PROMPT_DIM, write_tiny_flux
+from x2i_plugins.encoders.qwen25vl.tiny import write_tiny_qwen25vl
+
+SIZE = ["--width", "32", "--height", "32", "--steps", "2"]
+
+
+@pytest.fixture(scope="session")
+def world(tmp_path_factory):
+    """Checkpoint folders (encoder, backbone, a fitting AlignNet, one made for another encoder) and media."""
+    root = tmp_path_factory.mktemp("world")
+    qwen = write_tiny_qwen25vl(root / "qwen", seed=0)
+    flux = write_tiny_flux(root / "flux", seed=0, with_teacher=False)
+    from x2i_core.plugins import load_component
+
+    enc = load_component("encoder", "qwen2.5-vl", qwen, device="cpu")
+    torch.manual_seed(0)
+    AlignNet(num_layers=enc.num_layers, hidden_size=enc.hidden_size, prompt_dim=PROMPT_DIM,
+             pooled_dim=POOLED_DIM, encoder="tiny-qwen").save_pretrained(root / "align")
+    AlignNet(num_layers=enc.num_layers + 2, hidden_size=enc.hidden_size, prompt_dim=PROMPT_DIM,
+             pooled_dim=POOLED_DIM, encoder="some-other-llm").save_pretrained(root / "align-other")
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(root / name)
+    (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    (root / "broken.mp4").write_bytes(b"this is not a video")
+    _write_video(root / "clip.mp4")
+    return types.SimpleNamespace(root=root, qwen=qwen, flux=flux, align=str(root / "align"),
+                                 align_other=str(root / "align-other"))
+
+
+def _write_video(path, frames=6, fps=3):
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(frames):
+            img = np.full((48, 64, 3), 40 * i, dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _models(w, aligner=None):
+    return ["--encoder", "qwen2.5-vl", "--encoder-path", w.qwen, "--backbone", "flux", "--backbone-path", w.flux,
+            "--aligner", aligner or w.align, "--device", "cpu"]
+
+
+def run(args):
+    return CliRunner().invoke(cli, ["generate", *args])
+
+
+# -- the CLI: every kind of prompt writes a PNG with its metadata ---------------------------------
+@pytest.mark.parametrize("kind", ["text", "image", "image+text", "multi-image", "video"])
+def test_cli_generates(world, tmp_path, kind):
+    r = world.root
+    prompt = {
+        "text": ["a red circle"],
+        "image": ["--image", str(r / "a.png")],
+        "image+text": ["--image", str(r / "a.png"), "the same, as an oil painting"],
+        "multi-image": ["--image", str(r / "a.png"), "--image", str(r / "b.png"), "both on one sofa"],
+        "video": ["--video", str(r / "clip.mp4"), "a poster of this clip"],
+    }[kind]
+    out = tmp_path / "out.png"
+    result = run([*_models(world), *SIZE, "--seed", "7", "-o", str(out), *prompt])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == str(out)
+    with Image.open(out) as image:
+        assert image.size == (32, 32)
+    meta = read_metadata(out)
+    assert meta["seed"] == "7" and meta["steps"] == "2" and meta["guidance"] == "3.5"
+    assert meta["encoder"] == f"qwen2.5-vl ({world.qwen})" and meta["backbone"] == f"flux ({world.flux})"
+    assert meta["aligner"] == world.align
+    if kind == "multi-image":
+        assert meta["prompt"] == "<image:a.png> <image:b.png> both on one sofa"
+    if kind == "video":
+        assert meta["prompt"].startswith("<video:clip.mp4>")
+
+
+def test_cli_several_images_and_folder_output(world, tmp_path):
+    result = run([*_models(world), *SIZE, "-n", "2", "--seed", "3", "-o", str(tmp_path / "cat.png"), "a cat"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cat-0.png", "cat-1.png"]
+    assert [read_metadata(tmp_path / f"cat-{i}.png")["seed"] for i in range(2)] == ["3", "4"]
+    folder = tmp_path / "many"
+    result = run([*_models(world), *SIZE, "--seed", "4", "-o", str(folder) + "/", "a cat"])
+    assert result.exit_code == 0, result.output
+    # image i is seeded with seed + i: the second image above equals the first image here
+    assert Image.open(folder / "x2i-4.png").tobytes() == Image.open(tmp_path / "cat-1.png").tobytes()
+
+
+def _bad(world, tmp_path, extra, aligner=None):
+    out = tmp_path / "never.png"
+    result = run([*_models(world, aligner), *SIZE, "-o", str(out), *extra])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert list(tmp_path.iterdir()) == []
+    return lines[0]
+
+
+def test_cli_bad_inputs(world, tmp_path):
+    r = world.root
+    assert "image file not found" in _bad(world, tmp_path, ["--image", str(r / "missing.png"), "x"])
+    assert "cannot read image" in _bad(world, tmp_path, ["--image", str(r / "corrupt.png"), "x"])
+    assert "cannot read video" in _bad(world, tmp_path, ["--video", str(r / "broken.mp4"), "x"])
+    assert "audio" in _bad(world, tmp_path, ["--audio", str(r / "a.png"), "x"])
+    assert "expects" in _bad(world, tmp_path, ["a cat"], aligner=world.align_other)
+    assert "AlignNet folder not found" in _bad(world, tmp_path, ["a cat"], aligner=str(r / "no-such-aligner"))
+    assert "multiples of 4" in _bad(world, tmp_path, ["--width", "30", "a cat"])
+    assert "empty" in _bad(world, tmp_path, [])
+
+
+def test_cli_without_models_names_the_options(tmp_path, monkeypatch):
+    import x2i_cli.generate
+
+    monkeypatch.setattr(x2i_cli.generate, "DEFAULT_WORLD", None)  # as if no default world shipped
+    result = run(["-o", str(tmp_path / "x.png"), "a cat"])
+    assert result.exit_code == 2
+    assert "--encoder" in result.stderr and "--backbone" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_help_explains_options():
+    result = CliRunner().invoke(cli, ["generate", "--help"])
+    assert result.exit_code == 0
+    for word in ("--image", "--video", "--audio", "--num-images", "--offload", "Examples:"):
+        assert word in result.output
+
+
+# -- the Python API ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def pipe(world):
+    return X2IPipeline.from_names(encoder="qwen2.5-vl", backbone="flux", aligner=world.align,
+                                  encoder_path=world.qwen, backbone_path=world.flux, device="cpu")
+
+
+def test_api_generates_and_saves(pipe, tmp_path):
+    phases, steps = [], []
+    images = pipe("a red circle", num_images=2, steps=2, seed=5, width=32, height=32,
+                  on_step=lambda i, n: steps.append(i), on_phase=phases.append)
+    assert [im.size for im in images] == [(32, 32)] * 2
+    assert phases == ["encode", "align", "denoise", "decode"] and steps == [1, 2]
+    assert images[1].info["seed"] == "6"
+    paths = save_images(images, tmp_path / "img.png")
+    assert [p.name for p in paths] == ["img-0.png", "img-1.png"]
+    assert read_metadata(paths[1])["prompt"] == "a red circle"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["img-0.png", "img-1.png"]  # no temp files left
+
+
+def test_api_rejects_aligner_for_other_encoder(world, pipe):
+    other = AlignNet.from_pretrained(world.align_other)
+    with pytest.raises(IncompatibleError, match="some-other-llm"):
+        X2IPipeline(pipe.encoder, other, pipe.backbone)
+
+
+def test_api_finds_registered_aligner_or_says_what_to_do(world):
+    with pytest.raises(PluginError, match="x2i align"):
+        X2IPipeline.from_names(encoder="qwen2.5-vl", backbone="flux", encoder_path=world.qwen,
+                               backbone_path=world.flux, device="cpu")
+
+    class TinyAligners:
+        @hookimpl
+        def register_aligners(self, register):
+            register(AlignerSpec("tiny-align", pretrained=world.align,
+                                 fits={"encoder": "qwen2.5-vl", "backbone": "flux"}))
+
+    registry = get_registry()
+    registry.add_plugin(TinyAligners(), "tiny-aligners-test")
+    try:
+        found = X2IPipeline.from_names(encoder="qwen2.5-vl", backbone="flux", encoder_path=world.qwen,
+                                       backbone_path=world.flux, device="cpu")
+        assert found.names["aligner"] == "tiny-align"
+    finally:
+        registry.remove_plugin("tiny-aligners-test")

@@ -1,0 +1,277 @@
+"""Generation as a Python API: encoder -> AlignNet -> backbone, and saving PNGs with their metadata.
+
+    pipe = X2IPipeline.from_names(encoder="qwen2.5-vl-7b", backbone="flux-dev", aligner="DIR")
+    images = pipe(MultimodalPrompt.build("a cat", images=["dog.png"]), num_images=2, seed=7)
+    save_images(images, "out.png")   # out-0.png, out-1.png, prompt/seed/models in PNG text chunks
+
+`x2i generate` is a thin shell around exactly this.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .alignnet import AlignNet
+from .device import resolve as resolve_device
+from .errors import CheckpointError, InputError, PluginError
+from .interfaces import Adapter, Aligner, DiTBackbone, MultimodalEncoder
+from .plugins import get_registry, load_component
+from .prompt import MultimodalPrompt
+
+#: PNG text-chunk keys written by save_images, in this order
+METADATA_KEYS = ("prompt", "seed", "steps", "guidance", "width", "height", "encoder", "backbone", "aligner")
+_MEDIA_OPTIONS = {"image": "--image", "video": "--video", "audio": "--audio"}
+
+
+def check_media_files(prompt: MultimodalPrompt) -> None:
+    """InputError for a missing media file or an unreadable image (cheap: run before loading any model).
+
+    Videos and audio are decoded by the encoder, which raises InputError itself.
+    """
+    from .media import load_image
+
+    for part in prompt.parts:
+        if part.modality == "text" or not isinstance(part.value, (str, os.PathLike)):
+            continue
+        path = Path(part.value).expanduser()
+        if not path.is_file():
+            raise InputError(f"{part.modality} file not found: {path} ({_MEDIA_OPTIONS[part.modality]})")
+        if part.modality == "image":
+            load_image(path)
+
+
+def load_aligner(aligner: str, *, device=None, dtype=None) -> Aligner:
+    """A registered aligner name, or an AlignNet folder / hub id (CheckpointError when it cannot be read)."""
+    registry = get_registry()
+    dtype_kw = {"torch_dtype": dtype} if dtype is not None else {}
+    if aligner in registry.components["aligner"]:
+        module = load_component("aligner", aligner, **dtype_kw)
+    else:
+        path = Path(aligner).expanduser()
+        if not path.is_dir() and (path.exists() or aligner.startswith((".", "/", "~")) or aligner.count("/") > 1):
+            raise CheckpointError(f"AlignNet folder not found: {aligner}")
+        if path.is_dir() and not (path / "config.json").is_file():
+            raise CheckpointError(f"{path} is not an AlignNet folder (no config.json)")
+        try:
+            module = AlignNet.from_pretrained(str(path) if path.is_dir() else aligner, **dtype_kw)
+        except Exception as exc:
+            reason = (str(exc).strip().splitlines() or [""])[0]
+            raise CheckpointError(f"cannot load the AlignNet {aligner}: {type(exc).__name__}: {reason}") from exc
+    return module.to(device=device).eval().requires_grad_(False)
+
+
+def _aligner_for(encoder: str, backbone: str) -> str:
+    registry = get_registry()
+    enc = registry.resolve("encoder", encoder)[0].name
+    bb = registry.resolve("backbone", backbone)[0].name
+    found = registry.aligners_for(enc, bb)
+    if not found:
+        raise PluginError(
+            f"no AlignNet is registered for encoder {enc!r} with backbone {bb!r}: pass --aligner "
+            f"(a folder or hub id) or train one with `x2i align`"
+        )
+    return found[0].name
+
+
+class X2IPipeline:
+    """A multimodal encoder, an aligner and a backbone (plus adapters) that turn prompts into images."""
+
+    def __init__(
+        self,
+        encoder: MultimodalEncoder,
+        aligner: Aligner,
+        backbone: DiTBackbone,
+        adapters: Sequence[Adapter] = (),
+        *,
+        names: dict[str, str] | None = None,
+    ):
+        aligner.check_fits(encoder, backbone)
+        self.encoder, self.aligner, self.backbone = encoder, aligner, backbone
+        self.adapters = tuple(adapters)
+        for adapter in self.adapters:
+            adapter.apply(backbone)
+        self.names = {
+            "encoder": type(encoder).__name__, "backbone": type(backbone).__name__,
+            "aligner": type(aligner).__name__, **(names or {}),
+        }
+
+    @classmethod
+    def from_names(
+        cls,
+        encoder: str,
+        backbone: str,
+        aligner: str | None = None,
+        encoder_path: str | None = None,
+        backbone_path: str | None = None,
+        device=None,
+        dtype=None,
+        offload: bool = False,
+        trust_remote_code: bool = False,
+        on_load: Callable[[str], None] | None = None,
+    ) -> "X2IPipeline":
+        """Load registered components by name (or folder); the aligner is checked against both before use.
+
+        `on_load(what)` is called before each component loads ("aligner", "encoder", "backbone").
+        """
+        device, dtype = resolve_device(device, dtype)
+        say = on_load or (lambda what: None)
+        registry = get_registry()
+        for kind, name, path in (("encoder", encoder, encoder_path), ("backbone", backbone, backbone_path)):
+            spec, default = registry.resolve(kind, name)  # unknown names fail here, before any loading
+            if not (path or default):
+                option = "--encoder-path" if kind == "encoder" else "--backbone-path"
+                raise PluginError(f"{kind} {spec.name!r} has no default checkpoint: give {option} (a folder or hub id)")
+        aligner_name = aligner or _aligner_for(encoder, backbone)
+        # the aligner first: it is small and a wrong one should fail before gigabytes load
+        say("aligner")
+        align = load_aligner(aligner_name, device=device, dtype=dtype)
+        say("encoder")
+        extra = {"trust_remote_code": True} if trust_remote_code else {}
+        enc = load_component("encoder", encoder, encoder_path, device=device, dtype=dtype, **extra)
+        align.check_fits(enc)
+        say("backbone")
+        bb = load_component("backbone", backbone, backbone_path, device=device, dtype=dtype, offload=offload)
+        label = lambda name, path: f"{name} ({path})" if path else name  # noqa: E731
+        names = {"encoder": label(encoder, encoder_path), "backbone": label(backbone, backbone_path),
+                 "aligner": aligner_name}
+        return cls(enc, align, bb, names=names)
+
+    def __call__(
+        self,
+        prompt: MultimodalPrompt | str,
+        num_images: int = 1,
+        steps: int | None = None,
+        guidance: float | None = None,
+        seed: int = 0,
+        width: int | None = None,
+        height: int | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+        on_phase: Callable[[str], None] | None = None,
+    ) -> list:
+        """PIL images for one prompt; image i is seeded with seed + i and carries its metadata in `.info`.
+
+        `on_phase(name)` is called with "encode", "align", "denoise" and "decode" as each starts.
+        """
+        prompt = MultimodalPrompt.coerce(prompt)
+        phase = on_phase or (lambda name: None)
+        steps = int(steps if steps is not None else self.backbone.default_steps)
+        guidance = float(guidance if guidance is not None else self.backbone.default_guidance)
+        width = int(width or self.backbone.default_size)
+        height = int(height or self.backbone.default_size)
+        if num_images < 1:
+            raise InputError(f"the number of images must be at least 1, got {num_images}")
+        if steps < 1:
+            raise InputError(f"the number of steps must be at least 1, got {steps}")
+        check_size = getattr(self.backbone, "check_size", None)
+        if check_size is not None:
+            check_size(height, width)
+        self.encoder.check_prompt(prompt)
+        check_media_files(prompt)
+
+        with torch.no_grad():
+            phase("encode")
+            encoded = self.encoder.encode([prompt])
+            phase("align")
+            param = next(self.aligner.parameters())
+            conditioning = self.aligner(
+                encoded.hidden_states.to(device=param.device), encoded.attention_mask.to(param.device)
+            ).repeat(num_images)
+        extra: dict[str, Any] = {}
+        for adapter in self.adapters:
+            extra.update(adapter.pipeline_kwargs(prompt))
+        generators = [torch.Generator("cpu").manual_seed(seed + i) for i in range(num_images)]
+        phase("denoise")
+
+        def step(i: int, total: int) -> None:
+            if on_step is not None:
+                on_step(i, total)
+            if i == total:
+                phase("decode")
+
+        images = self.backbone.generate(
+            conditioning, height=height, width=width, num_inference_steps=steps, guidance_scale=guidance,
+            generator=generators, on_step=step, **extra,
+        )
+        for i, image in enumerate(images):
+            image.info.update({
+                "prompt": prompt.describe(), "seed": str(seed + i), "steps": str(steps),
+                "guidance": f"{guidance:g}", "width": str(width), "height": str(height),
+                "encoder": self.names["encoder"], "backbone": self.names["backbone"],
+                "aligner": self.names["aligner"],
+            })
+        return images
+
+
+def output_paths(output: str | os.PathLike | None, count: int, seed: int = 0) -> list[Path]:
+    """Where N images go: a .png file (N > 1: name-0.png, name-1.png ...) or a folder (x2i-SEED.png each)."""
+    if output is None:
+        output = "x2i.png"
+    out = Path(output).expanduser()
+    if out.is_dir() or str(output).endswith(("/", os.sep)) or out.suffix == "":
+        return [out / f"x2i-{seed + i}.png" for i in range(count)]
+    if out.suffix.lower() != ".png":
+        raise InputError(f"the output must be a .png file or a folder, got {out}")
+    if count == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(count)]
+
+
+def save_images(
+    images: Sequence,
+    output: str | os.PathLike | None,
+    prompt: MultimodalPrompt | str | None = None,
+    seed: int | None = None,
+    steps: int | None = None,
+    guidance: float | None = None,
+    encoder: str | None = None,
+    backbone: str | None = None,
+    aligner: str | None = None,
+) -> list[Path]:
+    """Write PNGs with text chunks (prompt, seed, steps, guidance, size, models); all or nothing.
+
+    Metadata comes from each image's `.info` (set by X2IPipeline); explicit arguments override it
+    (a given seed is the first image's, the others get seed + i).
+    """
+    from PIL.PngImagePlugin import PngInfo
+
+    first_seed = seed if seed is not None else int(images[0].info.get("seed", 0)) if images else 0
+    paths = output_paths(output, len(images), first_seed)
+    overrides = {"steps": steps, "guidance": guidance, "encoder": encoder, "backbone": backbone, "aligner": aligner}
+    if prompt is not None:
+        overrides["prompt"] = prompt.describe() if isinstance(prompt, MultimodalPrompt) else str(prompt)
+    written: list[tuple[Path, Path]] = []
+    try:
+        for i, (image, path) in enumerate(zip(images, paths)):
+            meta = {k: image.info.get(k) for k in METADATA_KEYS}
+            meta.update({k: v for k, v in overrides.items() if v is not None})
+            if seed is not None:
+                meta["seed"] = seed + i
+            meta.update(width=image.width, height=image.height)
+            info = PngInfo()
+            for key in METADATA_KEYS:
+                if meta.get(key) is not None:
+                    info.add_text(f"x2i:{key}", str(meta[key]))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png.tmp", dir=path.parent)
+            os.close(fd)
+            written.append((Path(tmp), path))
+            image.save(tmp, format="PNG", pnginfo=info)
+        for tmp, path in written:  # only now do the final names appear
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in written:
+            tmp.unlink(missing_ok=True)
+        raise
+    return paths
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The x2i text chunks of a PNG written by save_images, without the `x2i:` prefix."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return {k[4:]: v for k, v in image.text.items() if k.startswith("x2i:")}
