@@ -10,6 +10,8 @@ from x2i_core.errors import X2IError
 # Built-in commands: name -> "module:function". Imported when the group is built (cheap: no torch).
 BUILTIN_COMMANDS = {
     "plugins": "x2i_cli.plugins_cmd:plugins",
+    "align": "x2i_cli.align:align",
+    "eval-align": "x2i_cli.align:eval_align",
     "generate": "x2i_cli.generate:generate",
     "convert": "x2i_cli.convert_cmd:convert",
 }

@@ -1,0 +1,200 @@
+"""Training end to end on tiny real folders: the loss falls, samples move toward the teacher, resume is exact."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from _align_tiny import one_thread, tiny_config, tiny_world
+from x2i_core.align.logs import read_csv_log
+from x2i_core.align.trainer import run_alignment
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    yield from one_thread()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return tiny_world(tmp_path_factory.getbasetemp() / "align-tiny")
+
+
+def _rows(path, drop=("seconds",)):
+    return [{k: v for k, v in r.items() if k not in drop} for r in read_csv_log(path)]
+
+
+def test_loss_halves_and_samples_move_toward_the_teacher(world, tmp_path):
+    from x2i_core.align.components import build_alignnet, load_backbone, load_encoder, load_teacher
+    from x2i_core.align.evaluate import EvalConfig, evaluate_alignnet
+    from x2i_core.alignnet import AlignNet
+
+    cfg = tiny_config(world, tmp_path / "out", steps=40, warmup=3)
+    encoder, backbone = load_encoder(cfg, "cpu"), load_backbone(cfg, "cpu")
+    teacher = load_teacher(cfg, backbone)
+    torch.manual_seed(0)
+    build_alignnet(cfg, encoder, backbone).save_pretrained(str(tmp_path / "init"))
+    cfg.init = str(tmp_path / "init")
+    result = run_alignment(cfg)
+    losses = [float(r["loss"]) for r in read_csv_log(tmp_path / "out" / "train_log.csv")]
+    assert len(losses) == 40 and not result.interrupted
+    first, last = sum(losses[:3]) / 3, sum(losses[-5:]) / 5
+    print(f"loss: first 3 steps {first:.4f}, last 5 steps {last:.4f} (ratio {last / first:.2f})")
+    assert last <= 0.5 * first
+
+    trained = AlignNet.from_pretrained(str(tmp_path / "out")).eval()
+    assert trained.config.encoder == world["encoder"] and trained.config.backbone == world["backbone"]
+    fresh = AlignNet.from_pretrained(str(tmp_path / "init")).eval()
+    ev = EvalConfig(data=[world["prompts"]], num_prompts=4, resolution=16, steps=3, teacher_max_length=24, device="cpu")
+    before = evaluate_alignnet(ev, encoder=encoder, backbone=backbone, teacher=teacher, alignnet=fresh)
+    after = evaluate_alignnet(ev, encoder=encoder, backbone=backbone, teacher=teacher, alignnet=trained)
+    print(f"final latent MSE {before.latent_mse:.6g} -> {after.latent_mse:.6g}; "
+          f"pixel MSE {before.pixel_mse:.6g} -> {after.pixel_mse:.6g}; loss {before.loss:.4f} -> {after.loss:.4f}")
+    assert after.latent_mse < before.latent_mse
+    assert after.loss < 0.6 * before.loss
+
+
+def test_resume_follows_the_uninterrupted_run(world, tmp_path):
+    steps = 8
+    run_alignment(tiny_config(world, tmp_path / "straight", steps=steps, checkpoint_every=3))
+    stopped = run_alignment(tiny_config(world, tmp_path / "broken", steps=steps, checkpoint_every=3, stop_after=4))
+    assert stopped.interrupted and stopped.step == 4 and stopped.checkpoint.name == "step-00000004"
+    assert not (tmp_path / "broken" / "config.json").exists()  # no final AlignNet yet
+    assert len(read_csv_log(tmp_path / "broken" / "train_log.csv")) == 4
+    # Resume from the older checkpoint (as after a hard kill past it): CSV rows after step 3 are dropped.
+    older = str(tmp_path / "broken" / "checkpoints" / "step-00000003")
+    run_alignment(tiny_config(world, tmp_path / "broken", steps=steps, checkpoint_every=3, resume=older))
+    straight, resumed = _rows(tmp_path / "straight" / "train_log.csv"), _rows(tmp_path / "broken" / "train_log.csv")
+    assert len(resumed) == steps
+    for a, b in zip(straight, resumed):
+        for key in a:
+            assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-6, abs=1e-9), (a["step"], key)
+    from safetensors.torch import load_file
+
+    wa = load_file(str(tmp_path / "straight" / "diffusion_pytorch_model.safetensors"))
+    wb = load_file(str(tmp_path / "broken" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-7) for k in wa)
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_matches(world, tmp_path):
+    """A real process, signalled mid-run: it checkpoints and exits 0; --resume then follows the straight run."""
+    args = ["align", "--encoder", world["encoder"], "--backbone", world["backbone"], "--data", world["prompts"],
+            "--steps", "30", "--batch-size", "2", "--lr", "1e-3", "--warmup", "2", "--resolution", "32",
+            "--teacher-max-length", "24", "--no-gradient-checkpointing", "--checkpoint-every", "100", "--quiet",
+            "--device", "cpu"]
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "x2i_cli.main", *args, "-o", str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = out / "train_log.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if log.is_file() and len(log.read_text().splitlines()) >= 2:  # header + 1 step
+            proc.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.02)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    stopped_at = len(read_csv_log(log))
+    assert stopped_at < 30, "the run finished before the signal arrived"
+    assert "--resume" in output and (out / "checkpoints" / f"step-{stopped_at:08d}").is_dir()
+
+    from x2i_cli.main import cli
+
+    runner = CliRunner()
+    res = runner.invoke(cli, [*args, "-o", str(out), "--resume"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(cli, [*args, "-o", str(tmp_path / "straight")])
+    assert res.exit_code == 0, res.output
+    straight, resumed = _rows(tmp_path / "straight" / "train_log.csv"), _rows(log)
+    assert len(resumed) == 30
+    assert [float(r["loss"]) for r in straight] == pytest.approx([float(r["loss"]) for r in resumed], rel=1e-6)
+
+
+def test_teacher_cache_gives_the_same_run(world, tmp_path):
+    from x2i_cli.main import cli
+
+    res = CliRunner().invoke(cli, ["align", "--backbone", world["backbone"], "--data", world["prompts"],
+                                   "--teacher-max-length", "24", "--device", "cpu",
+                                   "--precompute-teacher", str(tmp_path / "cache")])
+    assert res.exit_code == 0, res.output
+    assert "12 prompts" in res.output
+    run_alignment(tiny_config(world, tmp_path / "live", steps=3))
+    run_alignment(tiny_config(world, tmp_path / "cached", steps=3, teacher_cache=str(tmp_path / "cache")))
+    live, cached = _rows(tmp_path / "live" / "train_log.csv"), _rows(tmp_path / "cached" / "train_log.csv")
+    assert [r["loss"] for r in live] == [r["loss"] for r in cached]
+
+
+def test_cli_errors_are_one_line(world, tmp_path):
+    from x2i_cli.main import cli
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    runner = CliRunner()
+    res = runner.invoke(cli, ["align", "--data", str(empty), "-o", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "empty.jsonl: empty" in res.output and res.output.count("\n") == 1
+    res = runner.invoke(cli, ["align", "--data", world["prompts"]])
+    assert res.exit_code == 2 and "no output folder" in res.output
+    res = runner.invoke(cli, ["align", "--data", world["prompts"], "-o", str(tmp_path / "o"), "--resume"])
+    assert res.exit_code == 2 and "no checkpoint" in res.output
+    (tmp_path / "used" / "checkpoints" / "step-00000002").mkdir(parents=True)
+    (tmp_path / "used" / "checkpoints" / "step-00000002" / "state.json").write_text("{}")
+    res = runner.invoke(cli, ["align", "--data", world["prompts"], "-o", str(tmp_path / "used")])
+    assert res.exit_code == 2 and "already holds checkpoints" in res.output and "--resume" in res.output
+    res = runner.invoke(cli, ["align", "--data", world["prompts"], "-o", str(tmp_path / "o"), "--term-weights", "x=1"])
+    assert res.exit_code == 2 and "KIND=WEIGHT" in res.output
+
+
+@pytest.mark.parametrize("options", [
+    {"gradient_checkpointing": True},
+    {"timesteps": "uniform"},
+    {"timesteps": "shifted", "intermediate_latents": "teacher"},
+    {"image_side_only": True, "loss": "js"},
+    {"mixed_precision": "bf16", "loss": "kl", "fusion": "scale"},
+    {"loss": "mse", "fusion": "last", "masked_pool": False, "tensorboard": True},
+])
+def test_options_train(world, tmp_path, options):
+    result = run_alignment(tiny_config(world, tmp_path / "o", steps=2, **options))
+    rows = read_csv_log(tmp_path / "o" / "train_log.csv")
+    assert len(rows) == 2 and all(float(r["loss"]) > 0 for r in rows) and result.skipped_steps == 0
+    kinds = {k.split("/")[0] for k in rows[0] if "/" in k}
+    assert kinds == ({"double_image", "single_image"} if options.get("image_side_only") else
+                     {"double_image", "double_text", "single_image", "single_text"})
+    if options.get("tensorboard"):
+        assert list((tmp_path / "o" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_gradient_checkpointing_does_not_change_the_trajectory(world, tmp_path):
+    run_alignment(tiny_config(world, tmp_path / "plain", steps=3))
+    run_alignment(tiny_config(world, tmp_path / "ckpt", steps=3, gradient_checkpointing=True))
+    a, b = _rows(tmp_path / "plain" / "train_log.csv"), _rows(tmp_path / "ckpt" / "train_log.csv")
+    assert [float(r["loss"]) for r in a] == pytest.approx([float(r["loss"]) for r in b], rel=1e-5)
+
+
+def test_adamw8bit_without_bitsandbytes_is_a_clear_error(world, tmp_path, monkeypatch):
+    from x2i_core.errors import InputError
+
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as if not installed
+    with pytest.raises(InputError, match="needs bitsandbytes"):
+        run_alignment(tiny_config(world, tmp_path / "o", optimizer="adamw8bit"))
+
+
+def test_eval_align_cli_uses_what_the_alignnet_records(world, tmp_path):
+    import json
+
+    from x2i_cli.main import cli
+
+    run_alignment(tiny_config(world, tmp_path / "net", steps=2))
+    res = CliRunner().invoke(cli, ["eval-align", "--aligner", str(tmp_path / "net"), "--data", world["prompts"],
+                                   "--num-prompts", "2", "--resolution", "16", "--steps", "2",
+                                   "--teacher-max-length", "24", "--device", "cpu", "--json", str(tmp_path / "e.json"),
+                                   "--save-images", str(tmp_path / "img")])
+    assert res.exit_code == 0, res.output
+    assert "PSNR" in res.output and "final latent MSE" in res.output and "double_image" in res.output
+    data = json.loads((tmp_path / "e.json").read_text())
+    assert data["prompts"] == 2 and data["latent_mse"] >= 0 and len(data["per_prompt"]) == 2
+    assert len(list((tmp_path / "img").glob("*.png"))) == 4

@@ -1,0 +1,146 @@
+"""Training checkpoints, written atomically and read back without unpickling arbitrary objects.
+
+A checkpoint is a folder OUTPUT/checkpoints/step-00000500/ holding alignnet/ (save_pretrained,
+safetensors), optimizer.pt and scheduler.pt (state dicts: tensors and plain numbers, read with
+torch.load(weights_only=True)), rng-rank<R>.pt per process, and state.json (step, data position,
+settings). Every process writes into a temporary folder; after a barrier the main process renames
+it into place, so a kill at any moment leaves either the old checkpoint or the new one, never half.
+Assumes OUTPUT is on a filesystem all processes share (the usual for one node or a cluster mount).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..errors import CheckpointError
+
+STATE_FILE = "state.json"
+PREFIX = "step-"
+
+
+def checkpoints_dir(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch (CPU and CUDA) generator states, as tensors and plain values."""
+    import numpy as np
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype("int64")), int(pos), int(has_gauss), float(cached)),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` captured."""
+    import numpy as np
+
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype("uint32"), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    output_dir: str | Path,
+    step: int,
+    *,
+    model,
+    optimizer,
+    scheduler,
+    state: dict[str, Any],
+    rank: int = 0,
+    is_main: bool = True,
+    barrier: Callable[[], None] = lambda: None,
+    keep: int = 2,
+) -> Path:
+    """Write checkpoint `step` atomically (all processes call this together); returns its folder."""
+    root = checkpoints_dir(output_dir)
+    final = root / f"{PREFIX}{step:08d}"
+    tmp = root / f".tmp-{PREFIX}{step:08d}"
+    if is_main:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        model.save_pretrained(str(tmp / "alignnet"), safe_serialization=True)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        (tmp / STATE_FILE).write_text(json.dumps({**state, "step": step}, indent=2, default=str))
+    barrier()
+    torch.save(rng_state(), tmp / f"rng-rank{rank}.pt")
+    barrier()
+    if is_main:
+        if final.exists():  # a rerun reached the same step: replace it
+            old = root / f".old-{PREFIX}{step:08d}"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        for stale in list_checkpoints(output_dir)[:-keep]:
+            shutil.rmtree(stale, ignore_errors=True)
+    barrier()
+    return final
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints (with state.json), oldest first."""
+    root = checkpoints_dir(output_dir)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and (p / STATE_FILE).is_file()]
+    return sorted(found, key=lambda p: p.name)
+
+
+def find_checkpoint(resume: str, output_dir: str | Path) -> Path:
+    """'latest' -> the newest checkpoint under OUTPUT; otherwise the folder given. CheckpointError if none."""
+    if resume == "latest":
+        found = list_checkpoints(output_dir)
+        if not found:
+            raise CheckpointError(f"--resume: no checkpoint under {checkpoints_dir(output_dir)}")
+        return found[-1]
+    path = Path(resume).expanduser()
+    if not (path / STATE_FILE).is_file():
+        raise CheckpointError(f"--resume {path}: not a checkpoint folder (no {STATE_FILE})")
+    return path
+
+
+def _load(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing") from None
+    except Exception as exc:
+        raise CheckpointError(f"{path}: unreadable ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+
+
+def load_checkpoint(path: Path, rank: int = 0) -> dict[str, Any]:
+    """state.json, the AlignNet folder and the optimizer / scheduler / this rank's RNG state dicts."""
+    try:
+        state = json.loads((path / STATE_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path / STATE_FILE}: unreadable ({exc})") from None
+    rng_file = path / f"rng-rank{rank}.pt"
+    return {
+        "state": state,
+        "alignnet": path / "alignnet",
+        "optimizer": _load(path / "optimizer.pt"),
+        "scheduler": _load(path / "scheduler.pt"),
+        "rng": _load(rng_file) if rng_file.is_file() else None,
+    }

@@ -1,0 +1,63 @@
+"""Load what alignment needs by registry name or folder: encoder, backbone, teacher, AlignNet."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..alignnet import AlignNet
+from ..errors import CheckpointError
+from ..plugins import load_component
+from .config import AlignConfig
+
+
+def load_encoder(cfg: AlignConfig, device, dtype=None):
+    """The MultimodalEncoder named by --encoder (and --encoder-path)."""
+    return load_component("encoder", cfg.encoder, cfg.encoder_path, device=device, dtype=dtype or cfg.dtype)
+
+
+def load_backbone(cfg: AlignConfig, device, dtype=None):
+    """The DiTBackbone named by --backbone (and --backbone-path), its transformer frozen."""
+    options = {}
+    if cfg.teacher_max_length:
+        options["max_sequence_length"] = int(cfg.teacher_max_length)
+    backbone = load_component("backbone", cfg.backbone, cfg.backbone_path, device=device, dtype=dtype or cfg.dtype, **options)
+    backbone.transformer.requires_grad_(False).eval()
+    return backbone
+
+
+def transformer_device(backbone) -> torch.device:
+    """Where the backbone's transformer computes."""
+    return next(backbone.transformer.parameters()).device
+
+
+def transformer_dtype(backbone) -> torch.dtype:
+    return next(backbone.transformer.parameters()).dtype
+
+
+def load_teacher(cfg: AlignConfig, backbone):
+    """The teacher conditioning: a precomputed cache (--teacher-cache) or the backbone's own text encoders."""
+    if cfg.teacher_cache:
+        from .teacher_cache import TeacherCache
+
+        return TeacherCache(cfg.teacher_cache, device=transformer_device(backbone), dtype=transformer_dtype(backbone))
+    return backbone.load_teacher()
+
+
+def build_alignnet(cfg: AlignConfig, encoder, backbone) -> AlignNet:
+    """A fresh AlignNet sized for the encoder and backbone, or --init's weights; float32 (it trains)."""
+    if cfg.init:
+        if not Path(cfg.init).expanduser().is_dir():
+            raise CheckpointError(f"--init {cfg.init}: not an AlignNet folder")
+        try:
+            net = AlignNet.from_pretrained(str(Path(cfg.init).expanduser()), torch_dtype=torch.float32)
+        except Exception as exc:
+            raise CheckpointError(f"--init {cfg.init}: cannot load an AlignNet ({type(exc).__name__}: {exc})") from None
+        net.check_fits(encoder, backbone)
+        net.register_to_config(encoder=cfg.encoder, backbone=cfg.backbone)
+        return net.float()
+    return AlignNet(
+        num_layers=encoder.num_layers, hidden_size=encoder.hidden_size,
+        prompt_dim=backbone.prompt_embed_dim, pooled_dim=backbone.pooled_embed_dim,
+        fusion=cfg.fusion, masked_pool=cfg.masked_pool, encoder=cfg.encoder, backbone=cfg.backbone,
+    )
