@@ -13,15 +13,14 @@ from dataclasses import replace
 
 import torch
 from diffusers import AutoencoderKL, FluxPipeline, FluxTransformer2DModel
-from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
-from _bench_common import Scale, build, qwen_encoder
+from _bench_common import Scale, build, qwen_encoder, teacher_text_encoders
 from x2i_core.align.config import AlignConfig
 from x2i_core.align.trainer import distill_step
 from x2i_core.alignnet import AlignNet
 from x2i_plugins.backbones.flux.backbone import FluxBackbone
 from x2i_plugins.backbones.flux.teacher import FluxTeacher
-from x2i_plugins.backbones.flux.tiny import flux_scheduler, tiny_clip_tokenizer, tiny_t5_tokenizer
+from x2i_plugins.backbones.flux.tiny import flux_scheduler
 
 PROMPTS = [
     "a red fox sitting in fresh snow at the edge of a pine forest, morning light, highly detailed photograph",
@@ -62,16 +61,7 @@ def build_align_world(scale: Scale, device, dtype, *, two_copies: bool = False, 
     device = torch.device(device)
     transformer = build(lambda: FluxTransformer2DModel(**scale.flux), device, dtype)
     vae = build(lambda: AutoencoderKL(**scale.vae), device, dtype)
-    clip_tok, t5_tok = tiny_clip_tokenizer(), tiny_t5_tokenizer(scale.t5_length)
-    clip_kw, t5_kw = dict(scale.clip), dict(scale.t5)
-    clip_kw["vocab_size"] = max(len(clip_tok), clip_kw.get("vocab_size", 0))
-    t5_kw["vocab_size"] = max(len(t5_tok), t5_kw.get("vocab_size", 0))
-    clip = build(lambda: CLIPTextModel(CLIPTextConfig(
-        bos_token_id=clip_tok.bos_token_id, eos_token_id=clip_tok.eos_token_id,
-        pad_token_id=clip_tok.pad_token_id, **clip_kw)), device, dtype)
-    t5 = build(lambda: T5EncoderModel(T5Config(
-        pad_token_id=t5_tok.pad_token_id, eos_token_id=t5_tok.eos_token_id, decoder_start_token_id=0,
-        **t5_kw)), device, dtype)
+    clip, clip_tok, t5, t5_tok = teacher_text_encoders(scale, device, dtype)
     teacher = FluxTeacher(clip, clip_tok, t5, t5_tok, max_sequence_length=scale.t5_length)
     encoder = qwen_encoder(scale, device, dtype)
 

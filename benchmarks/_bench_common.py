@@ -73,11 +73,8 @@ def build(make: Callable[[], torch.nn.Module], device, dtype) -> torch.nn.Module
     return module.eval().requires_grad_(False)
 
 
-def build_world(scale: Scale, device, dtype, seed: int = 0):
-    """(X2IPipeline, teacher FluxPipeline) sharing one transformer and VAE; also parameter bytes per part."""
-    torch.manual_seed(seed)
-    transformer = build(lambda: FluxTransformer2DModel(**scale.flux), device, dtype)
-    vae = build(lambda: AutoencoderKL(**scale.vae), device, dtype)
+def teacher_text_encoders(scale: Scale, device, dtype):
+    """FLUX's own conditioning with random weights: (CLIP, its tokenizer, T5, its tokenizer)."""
     clip_tok, t5_tok = tiny_clip_tokenizer(), tiny_t5_tokenizer(scale.t5_length)
     clip_kw, t5_kw = dict(scale.clip), dict(scale.t5)
     # the real vocabularies where given (embedding memory counts), else the tiny tokenizers' own
@@ -89,6 +86,15 @@ def build_world(scale: Scale, device, dtype, seed: int = 0):
     t5 = build(lambda: T5EncoderModel(T5Config(
         pad_token_id=t5_tok.pad_token_id, eos_token_id=t5_tok.eos_token_id, decoder_start_token_id=0,
         **t5_kw)), device, dtype)
+    return clip, clip_tok, t5, t5_tok
+
+
+def build_world(scale: Scale, device, dtype, seed: int = 0):
+    """(X2IPipeline, teacher FluxPipeline) sharing one transformer and VAE; also parameter bytes per part."""
+    torch.manual_seed(seed)
+    transformer = build(lambda: FluxTransformer2DModel(**scale.flux), device, dtype)
+    vae = build(lambda: AutoencoderKL(**scale.vae), device, dtype)
+    clip, clip_tok, t5, t5_tok = teacher_text_encoders(scale, device, dtype)
     encoder = qwen_encoder(scale, device, dtype)
     aligner = build(lambda: AlignNet(
         num_layers=encoder.num_layers, hidden_size=encoder.hidden_size,

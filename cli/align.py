@@ -77,7 +77,8 @@ D = AlignConfig()  # defaults shown in --help come from the one dataclass
               help="Stop after N updates of this run with a checkpoint, as if interrupted (for chunked jobs).")
 @click.option("--mixed-precision", type=click.Choice(MIXED_PRECISION), default=D.mixed_precision, show_default=True,
               help="Autocast of the AlignNet: auto = bf16 on CUDA, none on CPU. Frozen models use --dtype.")
-@click.option("--dtype", default=None, help="Frozen models' dtype: bf16, fp16, fp32 (default bf16 on CUDA, fp32 on CPU).")
+@click.option("--dtype", type=click.Choice(("bf16", "fp16", "fp32")), default=None,
+              help="Frozen models' dtype (default bf16 on CUDA, fp32 on CPU).")
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=D.gradient_checkpointing, show_default=True,
               help="Recompute transformer blocks in the backward pass (needed for 1024 px on one GPU).")
 @click.option("--seed", type=int, default=D.seed, show_default=True, help="Seeds data order, noise and timesteps.")
@@ -122,6 +123,9 @@ def align(**opts):
         log_csv=opts["log_csv"], tensorboard=opts["tensorboard"], teacher_cache=opts["teacher_cache"],
         device=opts["device"], progress=not opts["quiet"],
     )
+    from x2i_cli.quiet import quiet_libraries
+
+    quiet_libraries()  # our rich progress bar replaces their loading bars
     if opts["precompute_teacher"]:
         from x2i_core.align.teacher_cache import build_teacher_cache
         from x2i_core.errors import InputError
@@ -164,21 +168,23 @@ def _recorded(aligner: str) -> dict:
 @click.option("--backbone", default=None, help="Backbone name or folder with the teacher (default: what the AlignNet records).")
 @click.option("--encoder-path", default=None, help="Checkpoint for --encoder.")
 @click.option("--backbone-path", default=None, help="Checkpoint for --backbone.")
-@click.option("--num-prompts", type=int, default=8, show_default=True)
-@click.option("--text-key", default="text", show_default=True)
+@click.option("--num-prompts", type=int, default=8, show_default=True, help="How many held-out prompts to compare.")
+@click.option("--text-key", default="text", show_default=True, help="JSON key of the caption in JSONL lines and .json members.")
 @click.option("--steps", type=int, default=None, help="Sampling steps (default: the backbone's).")
 @click.option("--resolution", type=int, default=None, help="Square image size (default: the backbone's).")
 @click.option("--guidance", type=float, default=None, help="Guidance (default: the backbone's).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the shared noise of each prompt.")
 @click.option("--loss", type=click.Choice(LOSSES), default="rkl", show_default=True, help="Distillation terms to report.")
-@click.option("--timesteps", type=click.Choice(TIMESTEP_MODES), default="one", show_default=True)
+@click.option("--timesteps", type=click.Choice(TIMESTEP_MODES), default="one", show_default=True,
+              help="Timestep setting of the reported distillation terms (as in `x2i align`).")
 @click.option("--image-side-only", is_flag=True, help="Report image-side terms only.")
-@click.option("--teacher-max-length", type=int, default=None)
+@click.option("--teacher-max-length", type=int, default=None, help="T5 tokens of the teacher (default: the backbone's).")
 @click.option("--teacher-cache", default=None, metavar="DIR", help="Teacher embeddings from a cache instead of T5/CLIP.")
 @click.option("--save-images", default=None, metavar="DIR", help="Write teacher-NNN.png / student-NNN.png pairs here.")
 @click.option("--json", "json_out", default=None, metavar="FILE", help="Also write the results (and per-prompt rows) as JSON.")
-@click.option("--device", default=None)
-@click.option("--dtype", default=None)
+@click.option("--device", default=None, help="cuda, cuda:1 or cpu (default: CUDA when available).")
+@click.option("--dtype", type=click.Choice(("bf16", "fp16", "fp32")), default=None,
+              help="Models' dtype (default bf16 on CUDA, fp32 on CPU).")
 def eval_align(**opts):
     """Compare student (encoder + AlignNet) and teacher (T5 + CLIP) samples on held-out prompts.
 
@@ -186,8 +192,10 @@ def eval_align(**opts):
     the VAE), pixel MSE and PSNR of the decoded RGB images in [0, 1], and the distillation loss with
     each term kind averaged over blocks (sigma 1 unless --timesteps says otherwise).
     """
+    from x2i_cli.quiet import quiet_libraries
     from x2i_core.align.evaluate import EvalConfig, evaluate_alignnet
 
+    quiet_libraries()
     recorded = _recorded(opts["aligner"])
     cfg = EvalConfig(
         aligner=opts["aligner"], data=list(opts["data"]),

@@ -14,7 +14,8 @@ import click
     help="Average the pooled embedding over real tokens only. The reference averaged over padding too, "
     "and its released weights expect that, so the default keeps its behaviour.",
 )
-@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
+@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
+              help="Dtype of the written weights (loading casts them to the run's dtype anyway).")
 def convert(source, output, encoder, backbone, masked_pool, dtype):
     """Convert a reference X2I AlignNet checkpoint (SOURCE: diffusion_pytorch_model.bin, a *_proj.pt
     hub file, or a folder holding one) into an x2i AlignNet folder. Pickles are read with

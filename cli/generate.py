@@ -45,16 +45,6 @@ def _pick_models(encoder, backbone, aligner, encoder_path, backbone_path):
     return encoder, backbone, aligner, encoder_path, backbone_path
 
 
-def _quiet_libraries():
-    """Silence transformers/diffusers progress bars and info logs (stderr stays for our progress and errors)."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    for lib in (diffusers_logging, transformers_logging):
-        lib.set_verbosity_error()
-        lib.disable_progress_bar()
-
-
 @click.command(epilog=_EPILOG)
 @click.argument("text", required=False)
 @click.option("--encoder", metavar="NAME|DIR",
@@ -101,8 +91,9 @@ def generate(text, encoder, encoder_path, backbone, backbone_path, aligner, imag
         encoder, backbone, aligner, encoder_path, backbone_path)
 
     from x2i_core.generate import X2IPipeline, save_images  # imports torch
+    from x2i_cli.quiet import quiet_libraries
 
-    _quiet_libraries()  # our own progress bar replaces their loading bars and notices
+    quiet_libraries()  # our own progress bar replaces their loading bars and notices
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description:<18}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=True,

@@ -58,6 +58,29 @@ def test_loss_halves_and_samples_move_toward_the_teacher(world, tmp_path):
     assert after.loss < 0.6 * before.loss
 
 
+def test_one_transformer_serves_both_passes_and_only_the_alignnet_learns(world, tmp_path):
+    from x2i_core.align.components import build_alignnet, load_backbone, load_encoder, load_teacher
+    from x2i_core.align.trainer import distill_step
+
+    cfg = tiny_config(world, tmp_path / "o")
+    encoder, backbone = load_encoder(cfg, "cpu"), load_backbone(cfg, "cpu")
+    teacher = load_teacher(cfg, backbone)
+    alignnet = build_alignnet(cfg, encoder, backbone)
+    grad_enabled = []
+    hook = backbone.transformer.register_forward_pre_hook(lambda module, args: grad_enabled.append(torch.is_grad_enabled()))
+    try:
+        result = distill_step(["a red circle", "ein Hund im Schnee"], encoder=encoder, alignnet=alignnet,
+                              backbone=backbone, teacher=teacher, cfg=cfg, step=0, guidance=3.5)
+    finally:
+        hook.remove()
+    assert grad_enabled == [False, True]  # the same module: teacher pass without grad, then the student pass
+    result.total.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in alignnet.parameters())
+    frozen = [*backbone.transformer.parameters(), *encoder.model.parameters(), *teacher.t5.parameters(),
+              *teacher.clip.parameters()]
+    assert all(p.grad is None for p in frozen)
+
+
 def test_resume_follows_the_uninterrupted_run(world, tmp_path):
     steps = 8
     run_alignment(tiny_config(world, tmp_path / "straight", steps=steps, checkpoint_every=3))
@@ -137,6 +160,7 @@ def test_cli_errors_are_one_line(world, tmp_path):
     runner = CliRunner()
     res = runner.invoke(cli, ["align", "--data", str(empty), "-o", str(tmp_path / "o")])
     assert res.exit_code == 2 and "empty.jsonl: empty" in res.output and res.output.count("\n") == 1
+    assert not (tmp_path / "o").exists()  # no partial output
     res = runner.invoke(cli, ["align", "--data", world["prompts"]])
     assert res.exit_code == 2 and "no output folder" in res.output
     res = runner.invoke(cli, ["align", "--data", world["prompts"], "-o", str(tmp_path / "o"), "--resume"])
@@ -147,6 +171,13 @@ def test_cli_errors_are_one_line(world, tmp_path):
     assert res.exit_code == 2 and "already holds checkpoints" in res.output and "--resume" in res.output
     res = runner.invoke(cli, ["align", "--data", world["prompts"], "-o", str(tmp_path / "o"), "--term-weights", "x=1"])
     assert res.exit_code == 2 and "KIND=WEIGHT" in res.output
+    # a bad --init (or eval-align --aligner) fails before any model loads (the default encoder is a hub id)
+    res = runner.invoke(cli, ["align", "--data", world["prompts"], "-o", str(tmp_path / "o"),
+                              "--init", str(tmp_path / "nope")])
+    assert res.exit_code == 2 and "--init: AlignNet folder not found" in res.output
+    res = runner.invoke(cli, ["eval-align", "--aligner", str(tmp_path / "nope"), "--data", world["prompts"]])
+    assert res.exit_code == 2 and "AlignNet folder not found" in res.output
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("options", [

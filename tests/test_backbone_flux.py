@@ -1,5 +1,6 @@
 """The built-in `flux` backbone on a tiny real diffusers Flux folder written by write_tiny_flux."""
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -163,6 +164,23 @@ def test_missing_subfolder(flux_dir, tmp_path):
     shutil.rmtree(broken / "vae")
     with pytest.raises(CheckpointError, match="missing vae/config.json"):
         FluxBackbone.from_pretrained(str(broken), device="cpu")
+
+
+def test_transformer_only_folder_says_what_to_do(flux_dir, tmp_path):
+    alone = tmp_path / "finetuned-transformer"
+    shutil.copytree(Path(flux_dir) / "transformer", alone)
+    with pytest.raises(CheckpointError, match="FluxTransformer2DModel on its own.*put it as transformer/"):
+        FluxBackbone.from_pretrained(str(alone), device="cpu")
+
+
+def test_uncached_hub_checkpoint_gets_a_hint(monkeypatch):
+    """Offline, diffusers blames a missing config.json; the error must say what to check instead."""
+    from x2i_plugins.backbones.flux import backbone as flux_backbone
+
+    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda repo, name, **kw: None)
+    assert "not in the local Hugging Face cache" in flux_backbone._hub_hint("some-org/some-flux", "transformer")
+    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda repo, name, **kw: "/cache/config.json")
+    assert flux_backbone._hub_hint("some-org/some-flux", "transformer") == ""
 
 
 def test_corrupt_weights(flux_dir, tmp_path):

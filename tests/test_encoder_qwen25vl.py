@@ -1,4 +1,6 @@
 """The built-in `qwen2.5-vl` encoder on a tiny real Qwen2.5-VL folder written by write_tiny_qwen25vl."""
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -231,6 +233,13 @@ def test_bad_checkpoints(tmp_path, qwen_dir):
     (other / "config.json").write_text('{"model_type": "llama"}')
     with pytest.raises(CheckpointError, match="not Qwen2.5-VL"):
         Qwen25VLEncoder.from_pretrained(str(other), device="cpu")
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(qwen_dir, corrupt)
+    for weights in corrupt.glob("*.safetensors"):
+        weights.write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="cannot load Qwen2.5-VL") as err:
+        Qwen25VLEncoder.from_pretrained(str(corrupt), device="cpu")
+    assert "\n" not in str(err.value)
 
 
 def test_options_validated(qwen_dir):

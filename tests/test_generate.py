@@ -13,6 +13,7 @@ from x2i_core.alignnet import AlignNet
 from x2i_core.errors import IncompatibleError, PluginError
 from x2i_core.generate import X2IPipeline, read_metadata, save_images
 from x2i_core.plugins import get_registry
+from x2i_core.testing import write_test_video
 from x2i_plugins.backbones.flux.tiny import POOLED_DIM, PROMPT_DIM, write_tiny_flux
 from x2i_plugins.encoders.qwen25vl.tiny import write_tiny_qwen25vl
 
@@ -38,23 +39,9 @@ def world(tmp_path_factory):
         Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(root / name)
     (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     (root / "broken.mp4").write_bytes(b"this is not a video")
-    _write_video(root / "clip.mp4")
+    write_test_video(root / "clip.mp4", num_frames=6, fps=3, size=(64, 48))
     return types.SimpleNamespace(root=root, qwen=qwen, flux=flux, align=str(root / "align"),
                                  align_other=str(root / "align-other"))
-
-
-def _write_video(path, frames=6, fps=3):
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for i in range(frames):
-            img = np.full((48, 64, 3), 40 * i, dtype=np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
 
 
 def _models(w, aligner=None):
@@ -105,6 +92,12 @@ def test_cli_several_images_and_folder_output(world, tmp_path):
     assert Image.open(folder / "x2i-4.png").tobytes() == Image.open(tmp_path / "cat-1.png").tobytes()
 
 
+def test_cli_trust_remote_code_is_harmless_for_native_encoders(world, tmp_path):
+    result = run([*_models(world), *SIZE, "--trust-remote-code", "-o", str(tmp_path / "x.png"), "a cat"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "x.png").is_file()
+
+
 def _bad(world, tmp_path, extra, aligner=None):
     out = tmp_path / "never.png"
     result = run([*_models(world, aligner), *SIZE, "-o", str(out), *extra])
@@ -124,6 +117,9 @@ def test_cli_bad_inputs(world, tmp_path):
     assert "expects" in _bad(world, tmp_path, ["a cat"], aligner=world.align_other)
     assert "AlignNet folder not found" in _bad(world, tmp_path, ["a cat"], aligner=str(r / "no-such-aligner"))
     assert "multiples of 4" in _bad(world, tmp_path, ["--width", "30", "a cat"])
+    assert "unknown device" in _bad(world, tmp_path, ["--device", "gpu0", "a cat"])
+    if not torch.cuda.is_available():
+        assert "no CUDA GPU" in _bad(world, tmp_path, ["--device", "cuda", "a cat"])
     assert "empty" in _bad(world, tmp_path, [])
 
 
@@ -162,6 +158,14 @@ def test_api_generates_and_saves(pipe, tmp_path):
     assert [p.name for p in paths] == ["img-0.png", "img-1.png"]
     assert read_metadata(paths[1])["prompt"] == "a red circle"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["img-0.png", "img-1.png"]  # no temp files left
+
+
+def test_offload_brings_the_encoder_in_only_to_encode(pipe, monkeypatch):
+    moves = []
+    monkeypatch.setattr(pipe.encoder, "to", lambda device=None, dtype=None: moves.append(str(device)) or pipe.encoder)
+    monkeypatch.setattr(pipe, "encoder_device", torch.device("cuda"))  # what from_names sets with --offload on a GPU
+    pipe("a red circle", steps=1, width=32, height=32)
+    assert moves == ["cuda", "cpu"]
 
 
 def test_api_rejects_aligner_for_other_encoder(world, pipe):

@@ -15,7 +15,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from .errors import CheckpointError
+from .errors import CheckpointError, first_line
 from .interfaces import Aligner, Conditioning
 
 FUSIONS = ("conv", "scale", "last")
@@ -63,8 +63,9 @@ class AlignNet(ModelMixin, ConfigMixin, Aligner):
         except CheckpointError:
             raise
         except Exception as exc:  # diffusers raises OSError/ValueError/EnvironmentError/safetensors errors
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(f"cannot load an AlignNet from {pretrained}: {first}") from exc
+            # the reference's hub repository (OPPOer/X2I) holds .pt pickles, not save_pretrained folders
+            hint = "" if is_local else " (a reference X2I .pt file? download it and run `x2i convert`)"
+            raise CheckpointError(f"cannot load an AlignNet from {pretrained}: {first_line(exc)}{hint}") from exc
 
     def fuse_layers(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """(B, C, S, H) -> (B, S, H)."""
@@ -76,6 +77,7 @@ class AlignNet(ModelMixin, ConfigMixin, Aligner):
         return hidden_states[:, -1]
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> Conditioning:
+        """(B, C, S, H) hidden states and (B, S) mask (None: no padding) -> prompt and pooled embeddings."""
         b, c, s, h = hidden_states.shape
         if (c, h) != (self.config.num_layers, self.config.hidden_size):
             raise ValueError(
@@ -101,6 +103,7 @@ class AlignNet(ModelMixin, ConfigMixin, Aligner):
         return Conditioning(prompt_embeds, pooled, mask)
 
     def num_parameters(self) -> int:  # type: ignore[override]
+        """All parameters, trainable or not."""
         return sum(p.numel() for p in self.parameters())
 
 

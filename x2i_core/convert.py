@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from .alignnet import AlignNet
-from .errors import CheckpointError
+from .errors import CheckpointError, first_line
 
 # reference key -> our parameter name
 REFERENCE_KEYS = {
@@ -48,9 +48,8 @@ def read_reference_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(
-                f"{path} cannot be read as a weights-only checkpoint (refusing to unpickle objects): {first}"
+                f"{path} cannot be read as a weights-only checkpoint (refusing to unpickle objects): {first_line(exc)}"
             ) from exc
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]

@@ -19,3 +19,9 @@ class IncompatibleError(X2IError):
 
 class PluginError(X2IError):
     """A plugin, or a name no plugin registered."""
+
+
+def first_line(exc: BaseException) -> str:
+    """A third-party exception's message cut to its first line (its type name when the message is empty)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

@@ -17,7 +17,7 @@ import torch
 
 from .alignnet import AlignNet
 from .device import resolve as resolve_device
-from .errors import CheckpointError, InputError, PluginError
+from .errors import InputError, PluginError
 from .interfaces import Adapter, Aligner, DiTBackbone, MultimodalEncoder
 from .plugins import get_registry, load_component
 from .prompt import MultimodalPrompt
@@ -45,22 +45,12 @@ def check_media_files(prompt: MultimodalPrompt) -> None:
 
 
 def load_aligner(aligner: str, *, device=None, dtype=None) -> Aligner:
-    """A registered aligner name, or an AlignNet folder / hub id (CheckpointError when it cannot be read)."""
-    registry = get_registry()
+    """A registered aligner name, or an AlignNet folder / hub id (AlignNet.from_pretrained explains bad ones)."""
     dtype_kw = {"torch_dtype": dtype} if dtype is not None else {}
-    if aligner in registry.components["aligner"]:
+    if aligner in get_registry().components["aligner"]:
         module = load_component("aligner", aligner, **dtype_kw)
     else:
-        path = Path(aligner).expanduser()
-        if not path.is_dir() and (path.exists() or aligner.startswith((".", "/", "~")) or aligner.count("/") > 1):
-            raise CheckpointError(f"AlignNet folder not found: {aligner}")
-        if path.is_dir() and not (path / "config.json").is_file():
-            raise CheckpointError(f"{path} is not an AlignNet folder (no config.json)")
-        try:
-            module = AlignNet.from_pretrained(str(path) if path.is_dir() else aligner, **dtype_kw)
-        except Exception as exc:
-            reason = (str(exc).strip().splitlines() or [""])[0]
-            raise CheckpointError(f"cannot load the AlignNet {aligner}: {type(exc).__name__}: {reason}") from exc
+        module = AlignNet.from_pretrained(aligner, **dtype_kw)
     return module.to(device=device).eval().requires_grad_(False)
 
 
@@ -92,6 +82,8 @@ class X2IPipeline:
         aligner.check_fits(encoder, backbone)
         self.encoder, self.aligner, self.backbone = encoder, aligner, backbone
         self.adapters = tuple(adapters)
+        #: with --offload on an accelerator: where the encoder runs; it waits on the CPU between prompts
+        self.encoder_device: torch.device | None = None
         for adapter in self.adapters:
             adapter.apply(backbone)
         self.names = {
@@ -138,7 +130,11 @@ class X2IPipeline:
         label = lambda name, path: f"{name} ({path})" if path else name  # noqa: E731
         names = {"encoder": label(encoder, encoder_path), "backbone": label(backbone, backbone_path),
                  "aligner": aligner_name}
-        return cls(enc, align, bb, names=names)
+        pipe = cls(enc, align, bb, names=names)
+        if offload and device.type != "cpu":
+            pipe.encoder_device = device
+            enc.to("cpu")  # the backbone's offload hooks bring only the transformer or VAE in at a time
+        return pipe
 
     def __call__(
         self,
@@ -174,7 +170,13 @@ class X2IPipeline:
 
         with torch.no_grad():
             phase("encode")
-            encoded = self.encoder.encode([prompt])
+            if self.encoder_device is not None:
+                self.encoder.to(self.encoder_device)
+            try:
+                encoded = self.encoder.encode([prompt])
+            finally:
+                if self.encoder_device is not None:
+                    self.encoder.to("cpu")
             phase("align")
             param = next(self.aligner.parameters())
             conditioning = self.aligner(

@@ -101,6 +101,7 @@ class MultimodalEncoder(ABC):
             )
 
     def to(self, device=None, dtype=None) -> "MultimodalEncoder":
+        """Move the encoder's weights (a no-op unless the plugin overrides it); returns self."""
         return self
 
 
@@ -141,6 +142,7 @@ class DiTBackbone(ABC):
 
     @property
     def identity(self) -> str:
+        """A short name saved with an AlignNet so that a mismatch can be named in an error."""
         return f"{type(self).__name__}(prompt={self.prompt_embed_dim}, pooled={self.pooled_embed_dim})"
 
     @abstractmethod

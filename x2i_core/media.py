@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .errors import InputError
+from .errors import InputError, first_line
 
 
 def _existing_file(path: Any, what: str) -> Path:
@@ -24,12 +24,6 @@ def _existing_file(path: Any, what: str) -> Path:
     return p
 
 
-def _reason(exc: BaseException) -> str:
-    """A short one-line reason from a third-party exception."""
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def load_image(path_or_image: Any) -> Image.Image:
     """An RGB PIL image from a path, a PIL image or an HxWx3 uint8 array."""
     if isinstance(path_or_image, Image.Image):
@@ -38,14 +32,14 @@ def load_image(path_or_image: Any) -> Image.Image:
         try:
             return Image.fromarray(path_or_image).convert("RGB")
         except (TypeError, ValueError) as exc:
-            raise InputError(f"cannot use an array of shape {path_or_image.shape} as an image: {_reason(exc)}") from exc
+            raise InputError(f"cannot use an array of shape {path_or_image.shape} as an image: {first_line(exc)}") from exc
     path = _existing_file(path_or_image, "image")
     try:
         with Image.open(path) as image:
             image.load()  # decode now, so a truncated or corrupt file fails here and not in the encoder
             return image.convert("RGB")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise InputError(f"cannot read image {path}: {_reason(exc)}") from exc
+        raise InputError(f"cannot read image {path}: {first_line(exc)}") from exc
 
 
 def video_frame_indices(num_frames: int, native_fps: float, fps: float = 1.0, max_frames: int = 16) -> list[int]:
@@ -71,7 +65,7 @@ def _probe_video(path: Path) -> None:
         with av.open(str(path)) as container:
             has_video = bool(container.streams.video)
     except Exception as exc:  # av.error.FFmpegError subclasses
-        raise InputError(f"cannot read video {path}: {_reason(exc)}") from exc
+        raise InputError(f"cannot read video {path}: {first_line(exc)}") from exc
     if not has_video:
         raise InputError(f"cannot read video {path}: it has no video stream")
 
@@ -128,7 +122,7 @@ def load_audio(path: Any, sampling_rate: int = 16000) -> np.ndarray:
     except InputError:
         raise
     except Exception as exc:  # av.error.FFmpegError subclasses, and ValueError for odd layouts
-        raise InputError(f"cannot read audio {path}: {_reason(exc)}") from exc
+        raise InputError(f"cannot read audio {path}: {first_line(exc)}") from exc
     if not chunks:
         raise InputError(f"cannot read audio {path}: it has no samples")
     return np.concatenate(chunks).astype(np.float32, copy=False)

@@ -24,6 +24,7 @@ class PromptPart:
             raise ValueError(f"unknown modality {self.modality!r}; expected one of {MODALITIES}")
 
     def describe(self) -> str:
+        """The text itself, or <image:name.png> for media (PNG metadata, logs)."""
         if self.modality == "text":
             return str(self.value)
         if isinstance(self.value, (str, Path)):
@@ -55,13 +56,16 @@ class MultimodalPrompt:
 
     @classmethod
     def from_text(cls, text: str) -> "MultimodalPrompt":
+        """A text-only prompt."""
         return cls((PromptPart("text", text),))
 
     @classmethod
     def coerce(cls, prompt: "MultimodalPrompt | str") -> "MultimodalPrompt":
+        """A prompt as is, or a string as a text-only prompt."""
         return prompt if isinstance(prompt, MultimodalPrompt) else cls.from_text(str(prompt))
 
     def of(self, modality: str) -> list[Any]:
+        """The values of one modality, in order."""
         return [p.value for p in self.parts if p.modality == modality]
 
     @property
@@ -85,7 +89,9 @@ class MultimodalPrompt:
         return {p.modality for p in self.parts}
 
     def is_empty(self) -> bool:
+        """True when there is no media and no non-blank text."""
         return not any(p.modality != "text" or str(p.value).strip() for p in self.parts)
 
     def describe(self) -> str:
+        """Every part described, in order."""
         return " ".join(p.describe() for p in self.parts)

@@ -18,13 +18,14 @@ from typing import Any, Callable
 
 import torch
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, first_line
 
 STATE_FILE = "state.json"
 PREFIX = "step-"
 
 
 def checkpoints_dir(output_dir: str | Path) -> Path:
+    """OUTPUT/checkpoints."""
     return Path(output_dir) / "checkpoints"
 
 
@@ -127,7 +128,7 @@ def _load(path: Path):
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing") from None
     except Exception as exc:
-        raise CheckpointError(f"{path}: unreadable ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        raise CheckpointError(f"{path}: unreadable ({type(exc).__name__}: {first_line(exc)})") from None
 
 
 def load_checkpoint(path: Path, rank: int = 0) -> dict[str, Any]:

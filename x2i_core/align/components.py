@@ -1,8 +1,6 @@
 """Load what alignment needs by registry name or folder: encoder, backbone, teacher, AlignNet."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from ..alignnet import AlignNet
@@ -32,6 +30,7 @@ def transformer_device(backbone) -> torch.device:
 
 
 def transformer_dtype(backbone) -> torch.dtype:
+    """The dtype of the backbone's transformer weights."""
     return next(backbone.transformer.parameters()).dtype
 
 
@@ -44,15 +43,20 @@ def load_teacher(cfg: AlignConfig, backbone):
     return backbone.load_teacher()
 
 
-def build_alignnet(cfg: AlignConfig, encoder, backbone) -> AlignNet:
-    """A fresh AlignNet sized for the encoder and backbone, or --init's weights; float32 (it trains)."""
-    if cfg.init:
-        if not Path(cfg.init).expanduser().is_dir():
-            raise CheckpointError(f"--init {cfg.init}: not an AlignNet folder")
-        try:
-            net = AlignNet.from_pretrained(str(Path(cfg.init).expanduser()), torch_dtype=torch.float32)
-        except Exception as exc:
-            raise CheckpointError(f"--init {cfg.init}: cannot load an AlignNet ({type(exc).__name__}: {exc})") from None
+def load_init(cfg: AlignConfig) -> AlignNet | None:
+    """--init's AlignNet in float32 (None without --init): cheap, so a bad one fails before the big models load."""
+    if not cfg.init:
+        return None
+    try:
+        return AlignNet.from_pretrained(cfg.init, torch_dtype=torch.float32)
+    except CheckpointError as exc:
+        raise CheckpointError(f"--init: {exc}") from None
+
+
+def build_alignnet(cfg: AlignConfig, encoder, backbone, init: AlignNet | None = None) -> AlignNet:
+    """A fresh AlignNet sized for the encoder and backbone, or --init's weights (`init`, if already loaded)."""
+    net = init if init is not None else load_init(cfg)
+    if net is not None:
         net.check_fits(encoder, backbone)
         net.register_to_config(encoder=cfg.encoder, backbone=cfg.backbone)
         return net.float()

@@ -107,6 +107,7 @@ class AlignConfig:
         return weights
 
     def to_dict(self) -> dict[str, Any]:
+        """Every setting as plain data (saved with checkpoints and the trained AlignNet)."""
         return asdict(self)
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 
 TEXT_SUFFIXES = (".txt", ".text", ".caption", ".captions")
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
@@ -132,7 +132,7 @@ def read_jsonl_prompts(path: Path, key: str) -> Iterator[str]:
         try:
             obj = json.loads(line)
         except ValueError as exc:
-            raise InputError(f"{where}: not valid JSON ({str(exc).splitlines()[0]})") from None
+            raise InputError(f"{where}: not valid JSON ({first_line(exc)})") from None
         text = _caption(obj, key, where)
         if text:
             yield text
@@ -164,7 +164,7 @@ def read_tar_prompts(path: Path, key: str) -> Iterator[str]:
                     try:
                         obj = json.loads(_decode(data, where))
                     except ValueError as exc:
-                        raise InputError(f"{where}: not valid JSON ({str(exc).splitlines()[0]})") from None
+                        raise InputError(f"{where}: not valid JSON ({first_line(exc)})") from None
                     caption = ("json", _caption(obj, key, where))
                 elif sample in pending:
                     continue

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from ..alignnet import AlignNet
-from ..errors import CheckpointError
+from ..device import resolve as resolve_device
 from .components import load_backbone, load_encoder, load_teacher
 from .config import AlignConfig
 from .data import PromptStream
@@ -98,14 +98,6 @@ def _sample(backbone, conditioning, latents, *, size, steps, guidance):
     return None, image
 
 
-def load_aligner(path: str, device) -> AlignNet:
-    """An AlignNet folder, CheckpointError if it is not one."""
-    folder = Path(path).expanduser()
-    if not (folder / "config.json").is_file():
-        raise CheckpointError(f"--aligner {path}: not an AlignNet folder (no config.json)")
-    return AlignNet.from_pretrained(str(folder), torch_dtype=torch.float32).to(device).eval()
-
-
 @torch.no_grad()
 def evaluate_alignnet(cfg: EvalConfig, *, encoder=None, backbone=None, teacher=None, alignnet=None) -> EvalResult:
     """Run the comparison; already-loaded components may be passed in (tests compare two AlignNets this way)."""
@@ -117,11 +109,12 @@ def evaluate_alignnet(cfg: EvalConfig, *, encoder=None, backbone=None, teacher=N
         image_side_only=cfg.image_side_only, teacher_max_length=cfg.teacher_max_length,
         teacher_cache=cfg.teacher_cache, seed=cfg.seed, device=cfg.device, dtype=cfg.dtype,
     )
-    device = torch.device(cfg.device) if cfg.device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device, _ = resolve_device(cfg.device)
+    # the AlignNet first: it is small, and a wrong path should fail before the big models load
+    alignnet = alignnet or AlignNet.from_pretrained(cfg.aligner, torch_dtype=torch.float32).to(device).eval()
     encoder = encoder or load_encoder(shared, device)
     backbone = backbone or load_backbone(shared, device)
     teacher = teacher or load_teacher(shared, backbone)
-    alignnet = alignnet or load_aligner(cfg.aligner, device)
     alignnet.check_fits(encoder, backbone)
     size = int(cfg.resolution or getattr(backbone, "default_size", 1024))
     steps = int(cfg.steps or backbone.default_steps)

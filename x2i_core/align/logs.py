@@ -58,8 +58,10 @@ class TensorBoardLog:
         self.writer = SummaryWriter(str(folder))
 
     def write(self, step: int, scalars: Mapping[str, float]) -> None:
+        """One scalar per name at this step."""
         for name, value in scalars.items():
             self.writer.add_scalar(name, value, step)
 
     def close(self) -> None:
+        """Flush and close the event file."""
         self.writer.close()

@@ -25,10 +25,11 @@ from typing import Any, Sequence
 
 import torch
 
+from ..device import resolve as resolve_device
 from ..errors import InputError
 from ..prompt import MultimodalPrompt
 from . import checkpoint as ckpt
-from .components import build_alignnet, load_backbone, load_encoder, load_teacher
+from .components import build_alignnet, load_backbone, load_encoder, load_init, load_teacher
 from .config import AlignConfig
 from .data import PromptStream
 from .hooks import captured_attention
@@ -55,6 +56,7 @@ class TrainResult:
 
     @property
     def path(self) -> Path:
+        """The AlignNet folder, or the last checkpoint when the run was interrupted."""
         return self.checkpoint if self.interrupted and self.checkpoint else self.output_dir
 
 
@@ -167,6 +169,7 @@ def make_accelerator(cfg: AlignConfig):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
+    resolve_device(cfg.device, cfg.dtype)  # an unknown or absent device fails here, before any model loads
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and hasattr(AcceleratorState, "_reset_state"):
         # accelerate keeps one global state per process; a second in-process run (Python API, tests) may
         # ask for other settings. Only single-process: a distributed process group must stay as it is.
@@ -216,9 +219,7 @@ def run_alignment(cfg: AlignConfig) -> TrainResult:
     accelerator = make_accelerator(cfg)
     rank, world = accelerator.process_index, accelerator.num_processes
     is_main = accelerator.is_main_process
-    output = Path(cfg.output_dir).expanduser()
-    if is_main:
-        output.mkdir(parents=True, exist_ok=True)
+    output = Path(cfg.output_dir).expanduser()  # created only once inputs and models have loaded: no partial output
     set_seed(cfg.seed)
 
     stream = PromptStream.from_specs(cfg.data, text_key=cfg.text_key, seed=cfg.seed, buffer_size=cfg.shuffle_buffer,
@@ -228,6 +229,7 @@ def run_alignment(cfg: AlignConfig) -> TrainResult:
         raise InputError(f"{output} already holds checkpoints of an earlier run: add --resume to continue it, "
                          f"or choose another -o (or delete {ckpt.checkpoints_dir(output)})")
     device = accelerator.device
+    init = load_init(cfg)
     encoder = load_encoder(cfg, device)
     backbone = load_backbone(cfg, device)
     teacher = load_teacher(cfg, backbone)
@@ -235,7 +237,7 @@ def run_alignment(cfg: AlignConfig) -> TrainResult:
     if cfg.gradient_checkpointing:
         backbone.transformer.enable_gradient_checkpointing()
 
-    alignnet = build_alignnet(cfg, encoder, backbone).to(device)
+    alignnet = build_alignnet(cfg, encoder, backbone, init).to(device)
     alignnet.train()
     optimizer = make_optimizer(cfg, alignnet.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -258,6 +260,8 @@ def run_alignment(cfg: AlignConfig) -> TrainResult:
         stream.position = int(state["data_position"])
 
     model, optimizer = accelerator.prepare(alignnet, optimizer)
+    if is_main:
+        output.mkdir(parents=True, exist_ok=True)
     csv_log = CsvLog(cfg.log_csv or output / "train_log.csv", resume_step=start_step if resume_from else None) if is_main else None
     board = TensorBoardLog(output / "tensorboard") if (cfg.tensorboard and is_main) else None
 

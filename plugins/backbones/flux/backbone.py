@@ -22,15 +22,11 @@ from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeli
 from diffusers.utils.torch_utils import randn_tensor
 
 from x2i_core.device import resolve as resolve_device
-from x2i_core.errors import CheckpointError, InputError
+from x2i_core.errors import CheckpointError, InputError, first_line
 from x2i_core.interfaces import AttentionPoint, Conditioning, DiTBackbone, TeacherConditioner
+from x2i_core.plugins import folder_model_type
 
 COMPONENTS = {"transformer": FluxTransformer2DModel, "vae": AutoencoderKL, "scheduler": FlowMatchEulerDiscreteScheduler}
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 def _looks_like_path(pretrained: str) -> bool:
@@ -44,11 +40,19 @@ def _check_folder(folder: Path) -> None:
         cfg = "scheduler_config.json" if sub == "scheduler" else "config.json"
         if not (folder / sub / cfg).is_file():
             missing.append(f"{sub}/{cfg}")
-    if missing:
+    if not missing:
+        return
+    if (folder / "config.json").is_file() and "transformer/config.json" in missing:
+        # a fine-tuned transformer saved on its own: it needs the VAE and scheduler of its base model
+        what = folder_model_type(folder) or "a single model"
         raise CheckpointError(
-            f"{folder} is not a Flux pipeline folder: missing {', '.join(missing)} "
-            f"(expected the diffusers layout with transformer/, vae/ and scheduler/)"
+            f"{folder} holds {what} on its own, not a Flux pipeline folder: put it as transformer/ "
+            f"in a copy of its base model's folder (with vae/ and scheduler/) and pass that folder"
         )
+    raise CheckpointError(
+        f"{folder} is not a Flux pipeline folder: missing {', '.join(missing)} "
+        f"(expected the diffusers layout with transformer/, vae/ and scheduler/)"
+    )
 
 
 def load_components(pretrained: str, dtype: torch.dtype) -> dict[str, Any]:
@@ -69,8 +73,22 @@ def load_components(pretrained: str, dtype: torch.dtype) -> dict[str, Any]:
             else:
                 loaded[sub] = cls.from_pretrained(source, subfolder=sub, torch_dtype=dtype)
         except Exception as exc:  # corrupt safetensors, hub offline, wrong config ...
-            raise CheckpointError(f"cannot load the Flux {sub} from {pretrained}: {_one_line(exc)}") from exc
+            hint = "" if folder.is_dir() else _hub_hint(source, sub)
+            reason = f"{type(exc).__name__}: {first_line(exc)}{hint}"
+            raise CheckpointError(f"cannot load the Flux {sub} from {pretrained}: {reason}") from exc
     return loaded
+
+
+def _hub_hint(repo_id: str, sub: str) -> str:
+    """When a hub checkpoint is not in the local cache, diffusers reports a missing file even if the hub was
+    unreachable or the repository gated: say what to check."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = "scheduler_config.json" if sub == "scheduler" else "config.json"
+    if isinstance(try_to_load_from_cache(repo_id, f"{sub}/{cfg}"), str):
+        return ""
+    return (" (not in the local Hugging Face cache: check the network, accept the model's licence on the hub "
+            "and log in with `hf auth login` for gated models, or pass a local folder)")
 
 
 class FluxBackbone(DiTBackbone):

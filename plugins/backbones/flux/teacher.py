@@ -8,7 +8,7 @@ import torch
 from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel
 
 from x2i_core.device import resolve as resolve_device
-from x2i_core.errors import CheckpointError
+from x2i_core.errors import CheckpointError, first_line
 from x2i_core.interfaces import Conditioning, TeacherConditioner
 
 # subfolder -> what lives there, as in every diffusers Flux checkpoint
@@ -18,11 +18,6 @@ TEACHER_PARTS = {
     "text_encoder_2": T5EncoderModel,
     "tokenizer_2": AutoTokenizer,
 }
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 class FluxTeacher(TeacherConditioner):
@@ -59,7 +54,8 @@ class FluxTeacher(TeacherConditioner):
                 else:
                     loaded[sub] = cls_.from_pretrained(str(pretrained), subfolder=sub, dtype=dtype).to(device)
             except Exception as exc:
-                raise CheckpointError(f"cannot load the Flux teacher's {sub} from {pretrained}: {_one_line(exc)}") from exc
+                reason = f"{type(exc).__name__}: {first_line(exc)}"
+                raise CheckpointError(f"cannot load the Flux teacher's {sub} from {pretrained}: {reason}") from exc
         return cls(
             loaded["text_encoder"], loaded["tokenizer"], loaded["text_encoder_2"], loaded["tokenizer_2"],
             max_sequence_length=max_sequence_length,

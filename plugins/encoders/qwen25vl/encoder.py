@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from x2i_core.device import resolve
-from x2i_core.errors import CheckpointError, InputError
+from x2i_core.errors import CheckpointError, InputError, first_line
 from x2i_core.interfaces import EncodedPrompt, MultimodalEncoder
 from x2i_core.media import load_image, sample_video
 from x2i_core.prompt import MultimodalPrompt
@@ -85,11 +85,12 @@ class Qwen25VLEncoder(MultimodalEncoder):
         max_frames: int = 16,
         attn_implementation: str = "sdpa",
         revision: str | None = None,
+        trust_remote_code: bool = False,
     ) -> "Qwen25VLEncoder":
         """Load model, tokenizer, image processor and chat template from a hub id or a local folder.
 
         Only the base model is loaded (vision tower + language model, no lm_head): we need hidden
-        states, never logits.
+        states, never logits. `trust_remote_code` is accepted and ignored: transformers' own classes run.
         """
         from transformers import AutoConfig, AutoTokenizer, Qwen2_5_VLModel
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
@@ -101,7 +102,7 @@ class Qwen25VLEncoder(MultimodalEncoder):
         try:
             config = AutoConfig.from_pretrained(pretrained, **hub)
         except (OSError, ValueError) as exc:
-            raise CheckpointError(f"cannot load Qwen2.5-VL from {pretrained}: {_one_line(exc)}") from exc
+            raise CheckpointError(f"cannot load Qwen2.5-VL from {pretrained}: {first_line(exc)}") from exc
         if config.model_type != "qwen2_5_vl":
             raise CheckpointError(
                 f"{pretrained} holds a {config.model_type!r} model, not Qwen2.5-VL (model_type 'qwen2_5_vl')"
@@ -115,8 +116,8 @@ class Qwen25VLEncoder(MultimodalEncoder):
                     pretrained, config=config, dtype=dtype, device_map=str(device),
                     attn_implementation=attn_implementation, output_loading_info=True, **hub,
                 )
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"cannot load Qwen2.5-VL from {pretrained}: {_one_line(exc)}") from exc
+        except Exception as exc:  # hub offline, corrupt safetensors, a broken tokenizer file ...
+            raise CheckpointError(f"cannot load Qwen2.5-VL from {pretrained}: {first_line(exc)}") from exc
         missing = sorted(info.get("missing_keys") or ()) + sorted(k for k, *_ in info.get("mismatched_keys") or ())
         if missing:  # random weights would encode garbage without any error downstream
             raise CheckpointError(
@@ -334,8 +335,3 @@ def _quiet_transformers():
 
 def _name(value: Any) -> str:
     return Path(value).name if isinstance(value, (str, Path)) else type(value).__name__
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
