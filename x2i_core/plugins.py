@@ -28,6 +28,7 @@ ENV_VAR = "X2I_PLUGINS"
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "x2i_plugins.encoders.qwen25vl",
     "x2i_plugins.backbones.flux",
+    "x2i_plugins.worlds.shapes",
 )
 _REGISTER_HOOKS = {
     "encoder": "register_encoders",

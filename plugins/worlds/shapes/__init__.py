@@ -1,0 +1,57 @@
+"""Built-in world `shapes`: a trained miniature X2I that ships as the default of `x2i generate`.
+
+Registers, without importing torch: the backbone preset `shapes` (a FLUX.1-architecture teacher trained
+from scratch, loaded by the flux plugin's FluxBackbone), the encoder preset `shapes-mllm` (a small
+Qwen2.5-VL, loaded by the qwen2.5-vl plugin's Qwen25VLEncoder), the aligner `shapes` fitting both, and
+the `x2i shapes` command group (eval, train-*, align, report).
+"""
+from pathlib import Path
+
+from x2i_core import AlignerSpec, BackboneSpec, EncoderSpec, hookimpl
+
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+TEACHER_DIR = WEIGHTS / "teacher"  # diffusers FluxPipeline folder (teacher text encoders included)
+MLLM_DIR = WEIGHTS / "mllm"  # Qwen2.5-VL folder
+ALIGNNET_DIR = WEIGHTS / "alignnet"  # AlignNet folder made by `x2i align`
+IMAGE_PIXELS = 64 * 64
+#: what `x2i generate` uses when no --encoder/--backbone is given
+DEFAULT_WORLD = {"encoder": "shapes-mllm", "backbone": "shapes", "aligner": "shapes"}
+BACKBONE_OPTIONS = {"default_steps": 20, "default_guidance": 0.0, "max_sequence_length": 24, "default_size": 64}
+
+
+@hookimpl
+def register_backbones(register):
+    """The shapes teacher as a preset of the flux family (same factory as flux-dev)."""
+    register(BackboneSpec(
+        "shapes", "x2i_plugins.backbones.flux.backbone:FluxBackbone",
+        summary="shapes world: a 64x64 FLUX-architecture model trained from scratch on CPU (built-in default)",
+        pretrained=str(TEACHER_DIR), options=dict(BACKBONE_OPTIONS),
+    ))
+
+
+@hookimpl
+def register_encoders(register):
+    """The shapes MLLM as a preset of the qwen2.5-vl family."""
+    register(EncoderSpec(
+        "shapes-mllm", "x2i_plugins.encoders.qwen25vl.encoder:Qwen25VLEncoder",
+        summary="shapes world: a small Qwen2.5-VL trained from scratch (English, German, 64x64 images)",
+        pretrained=str(MLLM_DIR), modalities=("text", "image"),
+        options={"max_pixels": IMAGE_PIXELS, "min_pixels": 32 * 32},
+    ))
+
+
+@hookimpl
+def register_aligners(register):
+    """The AlignNet aligned (English text only) between shapes-mllm and the shapes backbone."""
+    register(AlignerSpec(
+        "shapes", summary="shapes world AlignNet (all layers + conv, RKL), aligned with `x2i align`",
+        pretrained=str(ALIGNNET_DIR), fits={"encoder": "shapes-mllm", "backbone": "shapes"},
+    ))
+
+
+@hookimpl
+def register_commands(cli):
+    """`x2i shapes ...`: evaluate, train the world's models, align, write the report."""
+    from .commands import shapes  # click only; torch loads inside each command
+
+    cli.add_command(shapes, "shapes")

@@ -1,0 +1,139 @@
+"""`x2i shapes ...`: evaluate the world's models, train them, align, and write the report. Torch loads inside."""
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.group()
+def shapes():
+    """The built-in shapes world: evaluate, train (VAE, teacher, MLLM), align and report."""
+
+
+@shapes.command("eval")
+@click.option("--model", type=click.Choice(["teacher", "student", "truth"]), default="student", show_default=True,
+              help="teacher = T5+CLIP, student = MLLM+AlignNet, truth = rendered ground truth (checks the evaluator).")
+@click.option("--set", "sets", multiple=True, help="Prompt sets: heldout, seen, german, image, edit (default: all that apply).")
+@click.option("-n", "--num", default=100, show_default=True, help="Prompts per set.")
+@click.option("--steps", type=int, default=None, help="Denoising steps (default: the backbone's).")
+@click.option("--aligner", default=None, help="AlignNet folder (default: the shipped one).")
+@click.option("--json-out", default=None, help="Also write the results as JSON here.")
+def eval_cmd(model, sets, num, steps, aligner, json_out):
+    """Generate from held-out prompts and print per-attribute and all-correct accuracy."""
+    import numpy as np
+
+    from .benchmark import SETS, load_world, prompts_and_targets, run_set, student_fn, teacher_fn
+    from .evaluate import format_summary, score, summarise
+    from .world import render
+
+    results = {}
+    if model == "truth":
+        for name in sets or ("heldout", "seen", "edit"):
+            _, targets, checks = prompts_and_targets(name, num)
+            summary = summarise([score(np.asarray(render(t)), t, c) for t, c in zip(targets, checks)])
+            results[name] = summary
+            click.echo(f"truth   {name:8s} {format_summary(summary, num)}")
+    else:
+        backbone, encoder, align = load_world(aligner, student=model == "student")
+        steps = steps or backbone.default_steps
+        fn = student_fn(encoder, align) if model == "student" else teacher_fn(backbone)
+        default = SETS if model == "student" else ("heldout", "seen")
+        for name in sets or default:
+            if model == "teacher" and name not in ("heldout", "seen"):
+                raise click.UsageError("the teacher reads English text only: --set heldout or seen")
+            summary, _, _ = run_set(backbone, fn, name, num, steps=steps)
+            results[name] = summary
+            click.echo(f"{model:7s} {name:8s} {format_summary(summary, num)}")
+    if json_out:
+        with open(json_out, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+@shapes.command("probe")
+@click.option("-n", "--num", default=100, show_default=True)
+def probe_cmd(num):
+    """Retrieval image<->English<->German from the shapes MLLM's hidden states on held-out scenes."""
+    from x2i_core.plugins import load_component
+
+    from .probe import probe
+
+    enc = load_component("encoder", "shapes-mllm", device="cpu", dtype="fp32")
+    click.echo(json.dumps(probe(enc, num), indent=1))
+
+
+@shapes.command("train-vae")
+@click.option("-o", "--out", required=True)
+@click.option("--steps", default=800, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+def train_vae_cmd(out, steps, seed):
+    """Train the world's AutoencoderKL from scratch (1 thread)."""
+    from .train_vae import train
+
+    train(out, steps, 16, seed=seed)
+
+
+@shapes.command("finetune-decoder")
+@click.option("--vae", required=True, help="The VAE folder from train-vae.")
+@click.option("-o", "--out", required=True)
+@click.option("--steps", default=2000, show_default=True)
+def finetune_decoder_cmd(vae, out, steps):
+    """Sharpen the VAE decoder with the encoder frozen (latents, hence the teacher, unchanged)."""
+    from .finetune_decoder import finetune
+
+    finetune(vae, out, steps)
+
+
+@shapes.command("train-teacher")
+@click.option("--vae", required=True, help="The VAE folder from train-vae.")
+@click.option("-o", "--out", required=True)
+@click.option("--steps", default=1800, show_default=True)
+@click.option("--batch", default=32, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--max-minutes", type=float, default=None, help="Stop (and save) after this wall time.")
+@click.option("--init", default=None, help="Continue from this teacher folder (fresh schedule).")
+@click.option("--t-sampling", type=click.Choice(["logit-normal", "mixed"]), default="logit-normal", show_default=True,
+              help="Training timesteps: logit-normal (SD3/Flux), or mixed = half uniform (more weight near pure noise).")
+def train_teacher_cmd(vae, out, steps, batch, seed, max_minutes, init, t_sampling):
+    """Train the teacher (Flux transformer + T5 + CLIP, English) and save a FluxPipeline folder."""
+    from .train_teacher import train
+
+    train(vae, out, steps, batch, seed=seed, max_minutes=max_minutes or 1e9, init=init, t_sampling=t_sampling)
+
+
+@shapes.command("train-mllm")
+@click.option("-o", "--out", required=True)
+@click.option("--steps", default=3000, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+def train_mllm_cmd(out, steps, seed):
+    """Train the small Qwen2.5-VL on the world (captioning EN/DE, translation, QA, edits, contrastive)."""
+    from .train_mllm import train
+
+    train(out, steps, lr=1e-3, seed=seed)
+
+
+@shapes.command("write-prompts")
+@click.option("-o", "--out", required=True, help="A .txt file: one English training caption per line.")
+@click.option("-n", "--num", default=20000, show_default=True)
+@click.option("--seed", default=4242, show_default=True)
+def write_prompts_cmd(out, num, seed):
+    """English captions of training scenes (no held-out pair), the corpus `x2i align` reads."""
+    import random
+
+    from .world import caption, scenes
+
+    rng = random.Random(seed)
+    with open(out, "w") as f:
+        for s in scenes(seed, num, split="train"):
+            f.write(caption(s, "en", rng) + "\n")
+    click.echo(out)
+
+
+@shapes.command("report")
+@click.option("-n", "--num", default=100, show_default=True)
+@click.option("--ablations", default=None, help="Folder holding the ablation AlignNets (last-mse, conv-mse, last-rkl).")
+def report_cmd(num, ablations):
+    """Write docs/shapes_world.md and docs/shapes_grid.png from fresh measurements."""
+    from .report import write_report
+
+    write_report(num=num, ablations=ablations, log=click.echo)

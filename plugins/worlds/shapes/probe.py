@@ -1,0 +1,99 @@
+"""Measure the shapes MLLM's shared space: retrieval between image, English and German views of held-out
+scenes from the hidden states Qwen25VLEncoder returns (mean over real tokens, per layer)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from x2i_core.prompt import MultimodalPrompt
+
+from .world import caption, render, scenes
+
+PROBE_SEED = 777
+
+
+def pooled_states(encoder, prompts, batch: int = 50) -> torch.Tensor:
+    """(N, C, H): masked mean of every layer's hidden states."""
+    out = []
+    for i in range(0, len(prompts), batch):
+        enc = encoder.encode(prompts[i:i + batch])
+        w = enc.attention_mask[:, None, :, None].float()
+        out.append((enc.hidden_states.float() * w).sum(2) / w.sum(2))
+    return torch.cat(out)
+
+
+def retrieval(a: torch.Tensor, b: torch.Tensor, keys: list | None = None) -> float:
+    """Top-1 accuracy of finding row i of b from row i of a by cosine similarity (a hit: the same scene, or
+    one with the same key, i.e. identical attributes up to pixel jitter)."""
+    sim = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T
+    best = sim.argmax(1).tolist()
+    keys = keys or list(range(len(a)))
+    return sum(keys[j] == keys[i] for i, j in enumerate(best)) / len(a)
+
+
+def scene_key(scene) -> tuple:
+    """A scene's attributes without its pixel jitter."""
+    return (scene.background, tuple((s.shape, s.colour, s.size, s.position) for s in scene.shapes))
+
+
+def probe(encoder, n: int = 100, split: str = "heldout") -> dict:
+    """Retrieval accuracies (chance = 1/n) at the last layer and the best layer, for each pair of views."""
+    sc = scenes(PROBE_SEED, n, split=split, two_prob=0.0)
+    views = {
+        "image": [MultimodalPrompt.build(images=[render(s)]) for s in sc],
+        "en": [caption(s, "en", full=True) for s in sc],
+        "de": [caption(s, "de", full=True) for s in sc],
+    }
+    states = {k: pooled_states(encoder, v) for k, v in views.items()}
+    keys = [scene_key(s) for s in sc]
+    result = {"n": n, "split": split, "distinct_scenes": len(set(keys)), "chance": 1.0 / len(set(keys))}
+    for a, b in (("image", "en"), ("en", "image"), ("image", "de"), ("en", "de"), ("de", "en")):
+        per_layer = [retrieval(states[a][:, l], states[b][:, l], keys) for l in range(states[a].shape[1])]
+        result[f"{a}->{b}"] = {"last": per_layer[-1], "best": max(per_layer), "best_layer": per_layer.index(max(per_layer))}
+    return result
+
+
+def task_accuracy(folder: str, n: int = 30, split: str = "heldout") -> dict:
+    """Exact-match accuracy of greedy answers on held-out scenes: captioning (EN, DE) and translation (both ways)."""
+    from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+
+    from x2i_plugins.encoders.qwen25vl.encoder import IMAGE_TOKEN, _expand
+
+    from .train_mllm import CHAT_TEMPLATE, build_image_processor, wrap
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder).eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    enc = wrap(model, tok, build_image_processor())
+    model.eval().requires_grad_(False)
+    sc = scenes(PROBE_SEED + 1, n, split=split, two_prob=0.0)
+    norm = lambda t: " ".join(t.lower().split())
+    tasks = {
+        "caption_en": [(MultimodalPrompt.build(images=[render(s)]), "describe it in english", caption(s, "en", full=True)) for s in sc],
+        "caption_de": [(MultimodalPrompt.build(images=[render(s)]), "beschreibe es auf deutsch", caption(s, "de", full=True)) for s in sc],
+        "en_to_de": [(MultimodalPrompt.from_text(caption(s, "en", full=True)), "beschreibe es auf deutsch", caption(s, "de", full=True)) for s in sc],
+        "de_to_en": [(MultimodalPrompt.from_text(caption(s, "de", full=True)), "describe it in english", caption(s, "en", full=True)) for s in sc],
+    }
+    out = {}
+    for name, items in tasks.items():
+        hits = 0
+        for prompt, task, want in items:
+            first = enc.render(prompt)
+            rows, grids, counts = [], [], []
+            for im in prompt.images:
+                r, g = enc._image_patches(im)
+                rows.append(r), grids.append(g), counts.append(int(g[0] * g[1] * g[2]) // 4)
+            text = _expand(first, IMAGE_TOKEN, counts) + f"<|im_start|>user\n{task}<|im_end|>\n<|im_start|>assistant\n"
+            ids = tok(text, return_tensors="pt", add_special_tokens=False)
+            kw = {"input_ids": ids["input_ids"], "attention_mask": ids["attention_mask"],
+                  "mm_token_type_ids": (ids["input_ids"] == enc.image_token_id).int()}
+            if rows:
+                import numpy as np
+
+                kw["pixel_values"] = torch.from_numpy(np.concatenate(rows))
+                kw["image_grid_thw"] = torch.tensor(grids)
+            model.model.rope_deltas = None
+            gen = model.generate(**kw, max_new_tokens=30, do_sample=False, eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"))
+            answer = tok.decode(gen[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+            hits += norm(answer) == norm(want)
+        out[name] = hits / len(items)
+    return out

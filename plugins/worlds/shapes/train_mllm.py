@@ -1,0 +1,268 @@
+"""Train the shapes MLLM from scratch: the real Qwen2.5-VL architecture, small, on this world only.
+
+Losses: next-token prediction on the answers (captioning in English and German, translation, questions,
+edits) + a contrastive loss that pulls together the mean hidden states (middle and last layer) of the
+first user turn for the image, English and German views of the same scene (and of "image + edit
+instruction" with the edited scene). Held-out colour+shape pairs never appear, edits included.
+
+python -m x2i_plugins.worlds.shapes.train_mllm --out DIR [--steps N]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .mllm_tasks import ASK_DE, ASK_EN, QUESTIONS, edit_instruction, scene_examples
+from .world import SHAPES, COLOURS, BACKGROUNDS, DE_COLOUR, DE_SHAPE, DE_BG, DE_POS, render, sample_scene
+
+PAD, SPECIAL = "<|endoftext|>", ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                                  "<|image_pad|>", "<|video_pad|>")
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{%- if message['content'] is string -%}{{ message['content'] }}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
+    "{%- elif part['type'] == 'video' -%}{{ '<|vision_start|><|video_pad|><|vision_end|>' }}"
+    "{%- elif 'text' in part -%}{{ part['text'] }}"
+    "{%- endif -%}{%- endfor -%}{%- endif -%}"
+    "{{ '<|im_end|>\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
+)
+IMAGE_SIDE = 64
+
+
+def mllm_words() -> list[str]:
+    """Every word of captions, tasks, answers and edits, both languages."""
+    from .text import grammar_words
+
+    extra = {"user", "assistant", "system", "make", "it", "move", "to", "the", "mach", "es", "einen", "ein",
+             "daraus", "verschiebe", "nach", "den", "hintergrund", "translate", "into", "english", "german",
+             "übersetze", "ins", "deutsche", "englische", ",", ".", "?", ":", "!"}
+    for t in ASK_EN + ASK_DE + [q for pair in QUESTIONS.values() for q in pair]:
+        extra.update(t.split())
+    extra.update(SHAPES, COLOURS, BACKGROUNDS, DE_COLOUR.values(), DE_BG.values(), ["klein", "groß"])
+    extra.update(w.lower() for n, _ in DE_SHAPE.values() for w in [n])
+    extra.update(w.lower() for ps in DE_POS.values() for p in ps for w in p.split())
+    return grammar_words(("en", "de"), extra=sorted(extra))
+
+
+def build_tokenizer():
+    """Word-level, lower-casing, punctuation-splitting tokenizer with Qwen's special tokens and a chat template."""
+    from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate([PAD, "[UNK]"] + mllm_words())}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=PAD, unk_token="[UNK]", eos_token="<|im_end|>",
+                                   model_max_length=512, padding_side="right")
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_model(tokenizer):
+    """Qwen2_5_VLForConditionalGeneration: text 4 layers x 128, vision 2 layers x 64 with 8-pixel patches."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in (PAD, *SPECIAL)}
+    text = dict(
+        vocab_size=-(-len(tokenizer) // 64) * 64, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]},
+        bos_token_id=ids[PAD], eos_token_id=ids["<|im_end|>"], pad_token_id=ids[PAD],
+    )
+    vision = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, patch_size=8, spatial_merge_size=2,
+                  temporal_patch_size=2, out_hidden_size=128, window_size=64, fullatt_block_indexes=[1],
+                  tokens_per_second=2)
+    config = Qwen2_5_VLConfig(
+        text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"], tie_word_embeddings=False,
+    )
+    return Qwen2_5_VLForConditionalGeneration(config)
+
+
+def build_image_processor():
+    """Qwen's PIL image processor with 8-pixel patches: a 64x64 image = 8x8 patches = 16 tokens."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    return Qwen2VLImageProcessorPil(min_pixels=32 * 32, max_pixels=IMAGE_SIDE * IMAGE_SIDE, patch_size=8,
+                                    temporal_patch_size=2, merge_size=2)
+
+
+def wrap(model, tokenizer, image_processor):
+    """The project's Qwen25VLEncoder around the model being trained (its template and image path)."""
+    from x2i_plugins.encoders.qwen25vl.encoder import Qwen25VLEncoder
+
+    enc = Qwen25VLEncoder(model.model, tokenizer, image_processor, CHAT_TEMPLATE,
+                          max_pixels=IMAGE_SIDE * IMAGE_SIDE, min_pixels=32 * 32)
+    model.train().requires_grad_(True)  # the wrapper froze it; we are training
+    return enc
+
+
+def make_batch(rng: random.Random, n_scenes: int, edit_prob: float = 0.4):
+    """Examples for n scenes (+ the scenes their edits produce)."""
+    from dataclasses import replace as _r  # noqa: F401
+
+    scenes_, examples = [], []
+    for _ in range(n_scenes):
+        scenes_.append(sample_scene(rng, split="train"))
+    k = len(scenes_)
+    for g in range(k):
+        sc = scenes_[g]
+        edit = None
+        if len(sc.shapes) == 1 and rng.random() < edit_prob:
+            for _ in range(10):
+                text, edited = edit_instruction(sc, rng, rng.choice(["en", "de"]))
+                if not edited.is_held_out():
+                    break
+            else:
+                edited = None
+            if edited is not None:
+                scenes_.append(edited)
+                edit = (text, edited)
+        examples += scene_examples(sc, g, rng, len(scenes_) - 1 if edit else None, edit)
+    for g in range(k, len(scenes_)):
+        examples += scene_examples(scenes_[g], g, rng)
+    return examples
+
+
+def encode_examples(enc, examples):
+    """input_ids, attention mask, labels, first-turn mask, image tensors, for a list of Examples."""
+    from x2i_core.prompt import MultimodalPrompt
+    from x2i_plugins.encoders.qwen25vl.encoder import IMAGE_TOKEN, _expand
+
+    texts, rows, grids = [], [], []
+    for ex in examples:
+        prompt = MultimodalPrompt.build(ex.text or None, images=[render(ex.image)] if ex.image else [])
+        first = enc.render(prompt)
+        counts = []
+        if ex.image is not None:
+            r, g = enc._image_patches(render(ex.image))
+            rows.append(r)
+            grids.append(g)
+            counts.append(math.prod(g) // 4)
+        first = _expand(first, IMAGE_TOKEN, counts)
+        texts.append(first + f"<|im_start|>user\n{ex.task}<|im_end|>\n<|im_start|>assistant\n{ex.answer}<|im_end|>")
+    tok = enc.tokenizer
+    batch = tok(texts, padding=True, return_tensors="pt", add_special_tokens=False)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    assistant = tok.convert_tokens_to_ids("assistant")
+    labels = torch.full_like(ids, -100)
+    first_turn = torch.zeros_like(ids, dtype=torch.bool)
+    for i in range(len(texts)):
+        row = ids[i].tolist()
+        end1 = row.index(im_end)
+        first_turn[i, : end1 + 1] = True
+        a = max(j for j, t in enumerate(row) if t == assistant) + 1
+        labels[i, a: int(mask[i].sum())] = ids[i, a: int(mask[i].sum())]
+    import numpy as np
+
+    inputs = {"input_ids": ids, "attention_mask": mask,
+              "mm_token_type_ids": (ids == enc.image_token_id).int()}
+    if rows:
+        inputs["pixel_values"] = torch.from_numpy(np.concatenate(rows))
+        inputs["image_grid_thw"] = torch.tensor(grids, dtype=torch.long)
+    return inputs, labels, first_turn
+
+
+def contrastive(vectors: torch.Tensor, groups: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Supervised InfoNCE: each view against all others; positives = other views of the same scene."""
+    v = F.normalize(vectors.float(), dim=-1)
+    sim = v @ v.T / temperature
+    eye = torch.eye(len(v), dtype=torch.bool)
+    sim = sim.masked_fill(eye, -1e4)
+    pos = (groups[:, None] == groups[None, :]) & ~eye
+    has = pos.any(1)
+    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    return -(log_prob * pos).sum(1)[has].div(pos.sum(1)[has]).mean()
+
+
+def first_turn_means(hidden_states, first_turn, layers):
+    """Mean hidden state over the first user turn, for each layer index in `layers`, concatenated."""
+    w = first_turn.unsqueeze(-1).float()
+    return [(hidden_states[l] * w).sum(1) / w.sum(1) for l in layers]
+
+
+def save(model, tokenizer, image_processor, out):
+    """Write the Qwen2.5-VL folder: config + safetensors, tokenizer (chat template inside), image processor."""
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    image_processor.save_pretrained(out)
+
+
+def train(out: str, steps: int = 3000, n_scenes: int = 12, lr: float = 2e-3, seed: int = 0, threads: int = 1,
+          contrastive_weight: float = 1.0, max_minutes: float = 1e9, log=print) -> dict:
+    """Train and save; checkpoints every 250 steps."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    t0, c0 = time.time(), time.process_time()
+    tokenizer = build_tokenizer()
+    model = build_model(tokenizer)
+    image_processor = build_image_processor()
+    enc = wrap(model, tokenizer, image_processor)
+    n_layers = model.config.text_config.num_hidden_layers
+    layers = (n_layers // 2, n_layers)  # hidden_states index: middle layer and after the final norm
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    warm = 100
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
+    rng = random.Random(seed)
+    step = 0
+    for step in range(steps):
+        examples = make_batch(rng, n_scenes)
+        inputs, labels, first_turn = encode_examples(enc, examples)
+        model.model.rope_deltas = None
+        out_ = model(**inputs, output_hidden_states=True, use_cache=False, return_dict=True)
+        logits = out_.logits[:, :-1]
+        lm = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100)
+        groups = torch.tensor([ex.group for ex in examples])
+        con = sum(contrastive(v, groups) for v in first_turn_means(out_.hidden_states, first_turn, layers)) / len(layers)
+        loss = lm + contrastive_weight * con
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 25 == 0:
+            log(f"mllm step {step} lm {lm.item():.4f} contrastive {con.item():.4f} wall {time.time() - t0:.0f}s")
+        if step % 250 == 249:
+            save(model, tokenizer, image_processor, out)
+        if (time.time() - t0) / 60 > max_minutes:
+            log(f"time budget reached at step {step}")
+            break
+    save(model, tokenizer, image_processor, out)
+    stats = {"steps": step + 1, "scenes_per_step": n_scenes, "threads": threads, "cpu_s": time.process_time() - c0,
+             "wall_s": time.time() - t0, "final_lm": lm.item(), "final_contrastive": con.item()}
+    Path(out, "train_stats.json").write_text(json.dumps(stats, indent=1))
+    log(json.dumps(stats))
+    return stats
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--scenes", type=int, default=12)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--max-minutes", type=float, default=1e9)
+    a = p.parse_args(argv)
+    train(a.out, a.steps, a.scenes, a.lr, a.seed, a.threads, max_minutes=a.max_minutes)
+
+
+if __name__ == "__main__":
+    main()
