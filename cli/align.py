@@ -58,6 +58,9 @@ D = AlignConfig()  # defaults shown in --help come from the one dataclass
               show_default=True,
               help="For sigma < 1 (there are no images): noise = the pure noise itself; teacher = (1-sigma)*x0 + sigma*noise "
                    "with x0 the teacher's one-step estimate at sigma 1 (one extra no-grad pass).")
+@click.option("--empty-prompt-prob", type=float, default=D.empty_prompt_prob, show_default=True,
+              help="Share of prompts replaced by the empty prompt, so the AlignNet also learns the teacher's "
+                   "unconditional embedding (needed for --true-cfg at generation).")
 @click.option("--resolution", type=int, default=D.resolution, show_default=True, help="Square image size of the noise latents.")
 @click.option("--guidance", type=float, default=None,
               help="Guidance value fed to the transformer in both passes (default: the backbone's, 3.5 for FLUX.1-dev).")
@@ -115,7 +118,8 @@ def align(**opts):
         lr=opts["lr"], warmup=opts["warmup"], max_grad_norm=opts["max_grad_norm"], optimizer=opts["optimizer"],
         loss=opts["loss"], temperature=opts["temperature"], image_side_only=opts["image_side_only"],
         term_weights=parse_term_weights(opts["term_weights"]), timesteps=opts["timesteps"],
-        intermediate_latents=opts["intermediate_latents"], resolution=opts["resolution"], guidance=opts["guidance"],
+        intermediate_latents=opts["intermediate_latents"], empty_prompt_prob=opts["empty_prompt_prob"],
+        resolution=opts["resolution"], guidance=opts["guidance"],
         teacher_max_length=opts["teacher_max_length"], fusion=opts["fusion"], masked_pool=opts["masked_pool"],
         checkpoint_every=opts["checkpoint_every"], keep_checkpoints=opts["keep_checkpoints"], resume=opts["resume"],
         stop_after=opts["stop_after"], mixed_precision=opts["mixed_precision"], dtype=opts["dtype"],
@@ -171,6 +175,9 @@ def _recorded(aligner: str) -> dict:
 @click.option("--num-prompts", type=int, default=8, show_default=True, help="How many held-out prompts to compare.")
 @click.option("--text-key", default="text", show_default=True, help="JSON key of the caption in JSONL lines and .json members.")
 @click.option("--steps", type=int, default=None, help="Sampling steps (default: the backbone's).")
+@click.option("--empty-prompt-prob", type=float, default=D.empty_prompt_prob, show_default=True,
+              help="Share of prompts replaced by the empty prompt, so the AlignNet also learns the teacher's "
+                   "unconditional embedding (needed for --true-cfg at generation).")
 @click.option("--resolution", type=int, default=None, help="Square image size (default: the backbone's).")
 @click.option("--guidance", type=float, default=None, help="Guidance (default: the backbone's).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the shared noise of each prompt.")

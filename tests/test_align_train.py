@@ -229,3 +229,18 @@ def test_eval_align_cli_uses_what_the_alignnet_records(world, tmp_path):
     data = json.loads((tmp_path / "e.json").read_text())
     assert data["prompts"] == 2 and data["latent_mse"] >= 0 and len(data["per_prompt"]) == 2
     assert len(list((tmp_path / "img").glob("*.png"))) == 4
+
+
+def test_empty_prompts_are_dropped_in_deterministically(world, tmp_path):
+    from x2i_core.align.trainer import drop_prompts
+    from x2i_core.errors import InputError
+
+    cfg = tiny_config(world, tmp_path / "a", empty_prompt_prob=0.5)
+    texts = [f"prompt {i}" for i in range(200)]
+    a, b = drop_prompts(texts, cfg, 3, 0, 0), drop_prompts(texts, cfg, 3, 0, 0)
+    assert a == b and 60 < a.count("") < 140 and all(t in ("", s) for t, s in zip(a, texts))
+    assert drop_prompts(texts, cfg, 4, 0, 0) != a  # another step, other prompts
+    assert drop_prompts(texts, tiny_config(world, tmp_path / "b"), 3, 0, 0) == texts  # off by default
+    run_alignment(tiny_config(world, tmp_path / "run", steps=2, empty_prompt_prob=0.5))  # "" passes both encoders
+    with pytest.raises(InputError, match="empty-prompt-prob"):
+        tiny_config(world, tmp_path / "c", empty_prompt_prob=1.0).validate()

@@ -203,3 +203,18 @@ def test_offload_on_cpu_is_a_note(flux_dir):
     backbone = FluxBackbone.from_pretrained(flux_dir, device="cpu", offload=True)
     assert backbone.notes and "no effect on CPU" in backbone.notes[0]
     assert len(backbone.generate(_cond(1), height=H, width=W, num_inference_steps=1, guidance_scale=3.5)) == 1
+
+
+def test_true_cfg_follows_the_pipeline_loop_and_guides(backbone):
+    gen = lambda: [torch.Generator().manual_seed(i) for i in range(2)]  # noqa: E731
+    kw = dict(height=H, width=W, num_inference_steps=3, guidance_scale=3.5)
+    plain = backbone.denoise(_cond(2), generator=gen(), **kw)
+    # Negative == prompt: guidance is a no-op, so our own Euler loop must land exactly where FluxPipeline's does.
+    same = backbone.denoise(_cond(2), generator=gen(), negative=_cond(2), true_cfg_scale=4.0, **kw)
+    assert torch.allclose(plain, same, atol=1e-5)
+    steps = []
+    guided = backbone.denoise(_cond(2), generator=gen(), negative=_cond(1, length=3, seed=9), true_cfg_scale=4.0,
+                              on_step=lambda i, n: steps.append(i), **kw)
+    assert steps == [1, 2, 3] and (guided - plain).abs().max() > 1e-3
+    off = backbone.denoise(_cond(2), generator=gen(), negative=_cond(2, seed=9), true_cfg_scale=1.0, **kw)
+    assert torch.equal(off, plain)  # scale 1 = no guidance, the plain pipeline

@@ -216,13 +216,17 @@ def test_plugin_module_imports_no_torch():
     (lambda m: MultimodalPrompt.build("x", images=[m["root"] / "corrupt.png"]), "cannot read image"),
     (lambda m: MultimodalPrompt.build("x", videos=[m["root"] / "corrupt.mp4"]), "cannot read video"),
     (lambda m: MultimodalPrompt.build("x", audios=[m["a"]]), "does not understand audio"),
-    (lambda m: MultimodalPrompt(), "empty"),
     (lambda m: MultimodalPrompt.from_text("look: <|image_pad|>"), "reserved Qwen token"),
 ])
 def test_bad_inputs_are_input_errors(encoder, media, make, match):
     with pytest.raises(InputError, match=match) as err:
         encoder.encode([make(media)])
     assert "\n" not in str(err.value)
+
+
+def test_empty_prompt_is_the_bare_template(encoder):
+    out = encoder.encode([MultimodalPrompt.from_text("")])  # the unconditional prompt of true CFG
+    assert out.hidden_states.shape[1] == encoder.num_layers and int(out.attention_mask.sum()) >= 3
 
 
 def test_bad_checkpoints(tmp_path, qwen_dir):

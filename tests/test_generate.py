@@ -10,7 +10,7 @@ from PIL import Image
 from x2i_cli.main import cli
 from x2i_core import AlignerSpec, hookimpl
 from x2i_core.alignnet import AlignNet
-from x2i_core.errors import IncompatibleError, PluginError
+from x2i_core.errors import IncompatibleError, InputError, PluginError
 from x2i_core.generate import X2IPipeline, read_metadata, save_images
 from x2i_core.plugins import get_registry
 from x2i_core.testing import write_test_video
@@ -158,6 +158,18 @@ def test_api_generates_and_saves(pipe, tmp_path):
     assert [p.name for p in paths] == ["img-0.png", "img-1.png"]
     assert read_metadata(paths[1])["prompt"] == "a red circle"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["img-0.png", "img-1.png"]  # no temp files left
+
+
+def test_api_true_cfg_uses_the_negative_prompt(pipe):
+    plain = pipe("a red circle", steps=2, seed=5, width=32, height=32)[0]
+    guided = pipe("a red circle", steps=2, seed=5, width=32, height=32, true_cfg=3.0, negative_prompt="a dog")[0]
+    same = pipe("a red circle", steps=2, seed=5, width=32, height=32, true_cfg=3.0, negative_prompt="a red circle")[0]
+    assert guided.info["true_cfg"] == "3" and plain.info["true_cfg"] == "1"
+    assert guided.tobytes() != plain.tobytes()
+    diff = np.abs(np.asarray(same, dtype=int) - np.asarray(plain, dtype=int))
+    assert diff.max() <= 1  # guiding away from the prompt itself changes nothing (up to rounding)
+    with pytest.raises(InputError, match="true CFG"):
+        pipe("a red circle", steps=1, width=32, height=32, true_cfg=0.5)
 
 
 def test_offload_brings_the_encoder_in_only_to_encode(pipe, monkeypatch):

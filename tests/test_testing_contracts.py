@@ -56,7 +56,7 @@ def test_good_encoder_passes():
 
 @pytest.mark.parametrize("encoder, message", [
     (ToyEncoder(leak_padding=True), "padding changed prompt 0"),
-    (ToyEncoder(skip_checks=True), "empty prompt must raise"),
+    (ToyEncoder(skip_checks=True), "call self.check_prompt"),
     (ToyEncoder(grad=True), "without autograd"),
 ])
 def test_bad_encoders_are_named(encoder, message):

@@ -23,7 +23,7 @@ from .plugins import get_registry, load_component
 from .prompt import MultimodalPrompt
 
 #: PNG text-chunk keys written by save_images, in this order
-METADATA_KEYS = ("prompt", "seed", "steps", "guidance", "width", "height", "encoder", "backbone", "aligner")
+METADATA_KEYS = ("prompt", "seed", "steps", "guidance", "true_cfg", "width", "height", "encoder", "backbone", "aligner")
 _MEDIA_OPTIONS = {"image": "--image", "video": "--video", "audio": "--audio"}
 
 
@@ -147,15 +147,22 @@ class X2IPipeline:
         height: int | None = None,
         on_step: Callable[[int, int], None] | None = None,
         on_phase: Callable[[str], None] | None = None,
+        true_cfg: float | None = None,
+        negative_prompt: str = "",
     ) -> list:
         """PIL images for one prompt; image i is seeded with seed + i and carries its metadata in `.info`.
 
         `on_phase(name)` is called with "encode", "align", "denoise" and "decode" as each starts.
+        `true_cfg` > 1 (default: the backbone's) guides away from `negative_prompt`, which goes through the same
+        encoder and AlignNet (two transformer calls per step).
         """
         prompt = MultimodalPrompt.coerce(prompt)
         phase = on_phase or (lambda name: None)
         steps = int(steps if steps is not None else self.backbone.default_steps)
         guidance = float(guidance if guidance is not None else self.backbone.default_guidance)
+        true_cfg = float(true_cfg if true_cfg is not None else getattr(self.backbone, "default_true_cfg", 1.0))
+        if true_cfg < 1:
+            raise InputError(f"true CFG scale must be at least 1 (1 = off), got {true_cfg:g}")
         width = int(width or self.backbone.default_size)
         height = int(height or self.backbone.default_size)
         if num_images < 1:
@@ -165,6 +172,8 @@ class X2IPipeline:
         check_size = getattr(self.backbone, "check_size", None)
         if check_size is not None:
             check_size(height, width)
+        if prompt.is_empty():
+            raise InputError("the prompt is empty: give text, --image, --video or --audio")
         self.encoder.check_prompt(prompt)
         check_media_files(prompt)
 
@@ -172,17 +181,24 @@ class X2IPipeline:
             phase("encode")
             if self.encoder_device is not None:
                 self.encoder.to(self.encoder_device)
+            use_cfg = true_cfg > 1
             try:
                 encoded = self.encoder.encode([prompt])
+                negative_encoded = self.encoder.encode([MultimodalPrompt.from_text(negative_prompt)]) if use_cfg else None
             finally:
                 if self.encoder_device is not None:
                     self.encoder.to("cpu")
             phase("align")
             param = next(self.aligner.parameters())
-            conditioning = self.aligner(
-                encoded.hidden_states.to(device=param.device), encoded.attention_mask.to(param.device)
-            ).repeat(num_images)
+
+            def align(enc):
+                return self.aligner(enc.hidden_states.to(device=param.device), enc.attention_mask.to(param.device))
+
+            conditioning = align(encoded).repeat(num_images)
+            negative = align(negative_encoded).repeat(num_images) if use_cfg else None
         extra: dict[str, Any] = {}
+        if use_cfg:
+            extra.update(negative=negative, true_cfg_scale=true_cfg)
         for adapter in self.adapters:
             extra.update(adapter.pipeline_kwargs(prompt))
         generators = [torch.Generator("cpu").manual_seed(seed + i) for i in range(num_images)]
@@ -201,7 +217,7 @@ class X2IPipeline:
         for i, image in enumerate(images):
             image.info.update({
                 "prompt": prompt.describe(), "seed": str(seed + i), "steps": str(steps),
-                "guidance": f"{guidance:g}", "width": str(width), "height": str(height),
+                "guidance": f"{guidance:g}", "true_cfg": f"{true_cfg:g}", "width": str(width), "height": str(height),
                 "encoder": self.names["encoder"], "backbone": self.names["backbone"],
                 "aligner": self.names["aligner"],
             })

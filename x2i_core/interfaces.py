@@ -90,9 +90,10 @@ class MultimodalEncoder(ABC):
         """
 
     def check_prompt(self, prompt: MultimodalPrompt) -> None:
-        """Raise InputError if the prompt uses a modality this encoder does not understand."""
-        if prompt.is_empty():
-            raise InputError("the prompt is empty: give text, --image, --video or --audio")
+        """Raise InputError if the prompt uses a modality this encoder does not understand.
+
+        An empty prompt is valid here: it is the unconditional prompt of classifier-free guidance (and of
+        alignment with --empty-prompt-prob). Generation refuses an empty *user* prompt itself."""
         unsupported = prompt.modalities - set(self.modalities)
         if unsupported:
             raise InputError(
@@ -119,6 +120,9 @@ class DiTBackbone(ABC):
     default_steps: int = 28
     default_guidance: float = 3.5
     default_size: int = 1024
+    # Classifier-free guidance against a negative prompt; 1 = off. A backbone that supports it accepts
+    # `negative=Conditioning, true_cfg_scale=float` in generate().
+    default_true_cfg: float = 1.0
 
     @classmethod
     @abstractmethod

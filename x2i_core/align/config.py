@@ -52,6 +52,9 @@ class AlignConfig:
     resolution: int = 1024
     guidance: float | None = None  # None: the backbone's own default (3.5 for FLUX.1-dev)
     teacher_max_length: int | None = None  # None: the backbone's own (512 T5 tokens for FLUX.1-dev)
+    # Share of prompts replaced by "" so the AlignNet also learns the teacher's empty-prompt conditioning:
+    # what true classifier-free guidance (--true-cfg at generation) uses as its negative.
+    empty_prompt_prob: float = 0.0
 
     # AlignNet shape
     fusion: str = "conv"
@@ -95,6 +98,10 @@ class AlignConfig:
             raise InputError("--lr and the temperature must be positive")
         if self.warmup < 0 or self.max_grad_norm <= 0:
             raise InputError("--warmup must be >= 0 and --max-grad-norm > 0")
+        if not 0 <= self.empty_prompt_prob < 1:
+            raise InputError(f"--empty-prompt-prob must be in [0, 1), got {self.empty_prompt_prob:g}")
+        if self.empty_prompt_prob and self.teacher_cache:
+            raise InputError("--empty-prompt-prob cannot be used with --teacher-cache (the cache holds no empty prompt)")
         unknown = set(self.term_weights) - set(TERM_KINDS)
         if unknown:
             raise InputError(f"unknown term kind(s) {', '.join(sorted(unknown))}; use {', '.join(TERM_KINDS)}")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import signal
 import threading
 import time
@@ -85,6 +86,15 @@ def make_optimizer(cfg: AlignConfig, params):
 def text_prompts(texts: Sequence[str]) -> list[MultimodalPrompt]:
     """Captions as prompts: the encoder applies its one template, the same as at generation."""
     return [MultimodalPrompt.from_text(t) for t in texts]
+
+
+def drop_prompts(texts: Sequence[str], cfg: AlignConfig, step: int, micro: int, rank: int) -> list[str]:
+    """Each prompt replaced by "" with probability cfg.empty_prompt_prob; a pure function of (seed, step, micro,
+    rank), so a resumed run drops exactly the same prompts."""
+    if not cfg.empty_prompt_prob:
+        return list(texts)
+    rng = random.Random(f"{cfg.seed}-{step}-{micro}-{rank}")
+    return ["" if rng.random() < cfg.empty_prompt_prob else t for t in texts]
 
 
 def capture_sides(cfg: AlignConfig) -> tuple[str, ...]:
@@ -282,7 +292,7 @@ def run_alignment(cfg: AlignConfig) -> TrainResult:
             began = time.perf_counter()
             loss_sum, term_sums, skipped_terms = 0.0, {}, 0
             for micro in range(cfg.grad_accum):
-                texts = next(batches)
+                texts = drop_prompts(next(batches), cfg, step, micro, rank)
                 sync = nullcontext() if micro == cfg.grad_accum - 1 else accelerator.no_sync(model)
                 with sync:
                     result = distill_step(texts, encoder=encoder, alignnet=model, backbone=backbone, teacher=teacher,

@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 from diffusers.utils.torch_utils import randn_tensor
@@ -106,6 +107,7 @@ class FluxBackbone(DiTBackbone):
         default_guidance: float = 3.5,
         max_sequence_length: int = 512,
         default_size: int = 1024,
+        default_true_cfg: float = 1.0,
     ):
         self.pipe = pipe
         self.source = source
@@ -116,6 +118,7 @@ class FluxBackbone(DiTBackbone):
         self.default_guidance = default_guidance
         self.max_sequence_length = max_sequence_length
         self.default_size = default_size
+        self.default_true_cfg = default_true_cfg
         self.notes: list[str] = []  # things a user should be told (the CLI prints them)
         pipe.transformer.requires_grad_(False).eval()
         pipe.vae.requires_grad_(False).eval()
@@ -140,6 +143,7 @@ class FluxBackbone(DiTBackbone):
         default_guidance: float = 3.5,
         max_sequence_length: int = 512,
         default_size: int = 1024,
+        default_true_cfg: float = 1.0,
         **options,
     ) -> "FluxBackbone":
         """Load transformer/, vae/ and scheduler/ from a diffusers Flux folder or hub id (never the text encoders)."""
@@ -154,7 +158,7 @@ class FluxBackbone(DiTBackbone):
         return cls(
             pipe, source=str(pretrained), device=device, dtype=dtype, offload=offload,
             default_steps=default_steps, default_guidance=default_guidance,
-            max_sequence_length=max_sequence_length, default_size=default_size,
+            max_sequence_length=max_sequence_length, default_size=default_size, default_true_cfg=default_true_cfg,
         )
 
     # -- shapes ------------------------------------------------------------------------------
@@ -288,12 +292,24 @@ class FluxBackbone(DiTBackbone):
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         on_step: Callable[[int, int], None] | None = None,
+        negative: Conditioning | None = None,
+        true_cfg_scale: float = 1.0,
         **pipeline_kwargs: Any,
     ) -> torch.Tensor:
-        """The FluxPipeline sampling loop from embeddings; returns the final packed latents."""
+        """The FluxPipeline sampling loop from embeddings; returns the final packed latents.
+
+        With `negative` and `true_cfg_scale` > 1: classifier-free guidance, v = v_neg + s (v - v_neg), with each
+        conditioning's own padding mask (diffusers' true-CFG path shares one mask between both passes).
+        """
         self.check_size(height, width)
         if num_inference_steps < 1:
             raise InputError(f"the number of steps must be at least 1, got {num_inference_steps}")
+        if negative is not None and true_cfg_scale > 1:
+            if pipeline_kwargs:
+                raise InputError(f"true CFG cannot be combined with {', '.join(sorted(pipeline_kwargs))}")
+            return self._denoise_true_cfg(conditioning, negative, true_cfg_scale, height=height, width=width,
+                                          num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                                          generator=generator, latents=latents, on_step=on_step)
         prompt, pooled = self._embeds(conditioning)
         attention_kwargs = dict(pipeline_kwargs.pop("joint_attention_kwargs", None) or {})
         mask = self.joint_attention_mask(conditioning, height, width)
@@ -321,6 +337,42 @@ class FluxBackbone(DiTBackbone):
             **pipeline_kwargs,
         )[0]
 
+    def sampling_timesteps(self, num_inference_steps: int, image_seq_len: int) -> torch.Tensor:
+        """The scheduler's timesteps (0..1000) for this many steps, computed as FluxPipeline computes them."""
+        from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
+
+        config = self.pipe.scheduler.config
+        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
+        if getattr(config, "use_flow_sigmas", False):
+            sigmas = None
+        mu = calculate_shift(image_seq_len, config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096),
+                             config.get("base_shift", 0.5), config.get("max_shift", 1.15))
+        timesteps, _ = retrieve_timesteps(self.pipe.scheduler, num_inference_steps, self.execution_device,
+                                          sigmas=sigmas, mu=mu)
+        return timesteps
+
+    def _denoise_true_cfg(self, conditioning, negative, scale, *, height, width, num_inference_steps, guidance_scale,
+                          generator, latents, on_step) -> torch.Tensor:
+        """FluxPipeline's Euler loop with two predictions per step (conditional, negative) mixed by `scale`."""
+        batch = conditioning.prompt_embeds.shape[0]
+        if negative.prompt_embeds.shape[0] == 1 and batch > 1:
+            negative = negative.repeat(batch)
+        if latents is None:
+            latents = self.noise_latents(batch, height, width, generator)
+        latents = latents.to(device=self.execution_device, dtype=self.transformer.dtype)
+        timesteps = self.sampling_timesteps(num_inference_steps, latents.shape[1])
+        scheduler = self.pipe.scheduler
+        for i, t in enumerate(timesteps):
+            sigma = (t / 1000).expand(batch)
+            kwargs = dict(height=height, width=width, guidance_scale=guidance_scale)
+            velocity = self.predict(latents, sigma, conditioning, **kwargs)
+            unconditional = self.predict(latents, sigma, negative, **kwargs)
+            velocity = unconditional + scale * (velocity - unconditional)
+            latents = scheduler.step(velocity, t, latents, return_dict=False)[0].to(self.transformer.dtype)
+            if on_step is not None:
+                on_step(i + 1, num_inference_steps)
+        return latents
+
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, height: int, width: int) -> list:
         """Packed latents -> PIL images (unpack, undo the VAE scaling and shift, decode), as FluxPipeline does."""
@@ -344,13 +396,16 @@ class FluxBackbone(DiTBackbone):
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         on_step: Callable[[int, int], None] | None = None,
+        negative: Conditioning | None = None,
+        true_cfg_scale: float = 1.0,
         **pipeline_kwargs: Any,
     ) -> list:
-        """Sample one PIL image per conditioning row (padding masked); `on_step(i, total)` after each step."""
+        """Sample one PIL image per conditioning row (padding masked); `on_step(i, total)` after each step.
+        `negative` + `true_cfg_scale` > 1: classifier-free guidance against that conditioning."""
         latents = self.denoise(
             conditioning, height=height, width=width, num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale, generator=generator, latents=latents, on_step=on_step,
-            **pipeline_kwargs,
+            negative=negative, true_cfg_scale=true_cfg_scale, **pipeline_kwargs,
         )
         return self.decode(latents, height, width)
 

@@ -16,7 +16,8 @@ ALIGNNET_DIR = WEIGHTS / "alignnet"  # AlignNet folder made by `x2i align`
 IMAGE_PIXELS = 64 * 64
 #: what `x2i generate` uses when no --encoder/--backbone is given
 DEFAULT_WORLD = {"encoder": "shapes-mllm", "backbone": "shapes", "aligner": "shapes"}
-BACKBONE_OPTIONS = {"default_steps": 20, "default_guidance": 0.0, "max_sequence_length": 24, "default_size": 64}
+BACKBONE_OPTIONS = {"default_steps": 20, "default_guidance": 0.0, "max_sequence_length": 24, "default_size": 64,
+                    "default_true_cfg": 3.0}
 
 
 @hookimpl

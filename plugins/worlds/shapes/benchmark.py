@@ -50,14 +50,18 @@ def prompts_and_targets(name: str, n: int):
 
 
 def generate_batched(backbone, conditioning_fn, prompts, *, steps: int, seed: int, batch: int = 50):
-    """PIL images, one per prompt; image i uses noise seed + i whoever conditions it."""
+    """PIL images, one per prompt; image i uses noise seed + i whoever conditions it. With the backbone's default
+    true CFG > 1, both teacher and student guide away from their own encoding of the empty prompt."""
+    true_cfg = getattr(backbone, "default_true_cfg", 1.0)
+    negative = conditioning_fn([""]) if true_cfg > 1 else None
     images = []
     for i in range(0, len(prompts), batch):
         chunk = prompts[i:i + batch]
         cond = conditioning_fn(chunk)
         gens = [torch.Generator("cpu").manual_seed(seed + i + j) for j in range(len(chunk))]
         images += backbone.generate(cond, height=64, width=64, num_inference_steps=steps,
-                                    guidance_scale=backbone.default_guidance, generator=gens)
+                                    guidance_scale=backbone.default_guidance, generator=gens,
+                                    negative=negative, true_cfg_scale=true_cfg)
     return images
 
 

@@ -18,8 +18,10 @@ def shapes():
 @click.option("-n", "--num", default=100, show_default=True, help="Prompts per set.")
 @click.option("--steps", type=int, default=None, help="Denoising steps (default: the backbone's).")
 @click.option("--aligner", default=None, help="AlignNet folder (default: the shipped one).")
+@click.option("--backbone-path", default=None, help="Teacher folder (default: the shipped one).")
+@click.option("--true-cfg", type=float, default=None, help="True CFG scale, 1 = off (default: the preset's, 3).")
 @click.option("--json-out", default=None, help="Also write the results as JSON here.")
-def eval_cmd(model, sets, num, steps, aligner, json_out):
+def eval_cmd(model, sets, num, steps, aligner, backbone_path, true_cfg, json_out):
     """Generate from held-out prompts and print per-attribute and all-correct accuracy."""
     import numpy as np
 
@@ -35,7 +37,11 @@ def eval_cmd(model, sets, num, steps, aligner, json_out):
             results[name] = summary
             click.echo(f"truth   {name:8s} {format_summary(summary, num)}")
     else:
-        backbone, encoder, align = load_world(aligner, student=model == "student")
+        backbone, encoder, align = load_world(aligner, backbone_dir=backbone_path, student=model == "student")
+        if true_cfg is not None:
+            if true_cfg < 1:
+                raise click.BadParameter("must be at least 1 (1 = off)", param_hint="--true-cfg")
+            backbone.default_true_cfg = true_cfg
         steps = steps or backbone.default_steps
         fn = student_fn(encoder, align) if model == "student" else teacher_fn(backbone)
         default = SETS if model == "student" else ("heldout", "seen")
@@ -94,11 +100,16 @@ def finetune_decoder_cmd(vae, out, steps):
 @click.option("--init", default=None, help="Continue from this teacher folder (fresh schedule).")
 @click.option("--t-sampling", type=click.Choice(["logit-normal", "mixed"]), default="logit-normal", show_default=True,
               help="Training timesteps: logit-normal (SD3/Flux), or mixed = half uniform (more weight near pure noise).")
-def train_teacher_cmd(vae, out, steps, batch, seed, max_minutes, init, t_sampling):
+@click.option("--lr", default=1e-3, show_default=True, help="Peak learning rate (warm-up, then cosine to 0).")
+@click.option("--ema-decay", default=0.999, show_default=True, help="Saved weights are this moving average (0: off).")
+@click.option("--foreground-weight", default=1.0, show_default=True,
+              help="Loss weight of latent tokens showing part of a shape, relative to plain background.")
+def train_teacher_cmd(vae, out, steps, batch, seed, max_minutes, init, t_sampling, lr, ema_decay, foreground_weight):
     """Train the teacher (Flux transformer + T5 + CLIP, English) and save a FluxPipeline folder."""
     from .train_teacher import train
 
-    train(vae, out, steps, batch, seed=seed, max_minutes=max_minutes or 1e9, init=init, t_sampling=t_sampling)
+    train(vae, out, steps, batch, lr=lr, seed=seed, max_minutes=max_minutes or 1e9, init=init, t_sampling=t_sampling,
+          ema_decay=ema_decay, foreground_weight=foreground_weight)
 
 
 @shapes.command("train-mllm")
