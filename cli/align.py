@@ -175,9 +175,6 @@ def _recorded(aligner: str) -> dict:
 @click.option("--num-prompts", type=int, default=8, show_default=True, help="How many held-out prompts to compare.")
 @click.option("--text-key", default="text", show_default=True, help="JSON key of the caption in JSONL lines and .json members.")
 @click.option("--steps", type=int, default=None, help="Sampling steps (default: the backbone's).")
-@click.option("--empty-prompt-prob", type=float, default=D.empty_prompt_prob, show_default=True,
-              help="Share of prompts replaced by the empty prompt, so the AlignNet also learns the teacher's "
-                   "unconditional embedding (needed for --true-cfg at generation).")
 @click.option("--resolution", type=int, default=None, help="Square image size (default: the backbone's).")
 @click.option("--guidance", type=float, default=None, help="Guidance (default: the backbone's).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the shared noise of each prompt.")

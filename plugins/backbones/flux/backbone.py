@@ -362,9 +362,9 @@ class FluxBackbone(DiTBackbone):
         latents = latents.to(device=self.execution_device, dtype=self.transformer.dtype)
         timesteps = self.sampling_timesteps(num_inference_steps, latents.shape[1])
         scheduler = self.pipe.scheduler
+        kwargs = dict(height=height, width=width, guidance_scale=guidance_scale)
         for i, t in enumerate(timesteps):
             sigma = (t / 1000).expand(batch)
-            kwargs = dict(height=height, width=width, guidance_scale=guidance_scale)
             velocity = self.predict(latents, sigma, conditioning, **kwargs)
             unconditional = self.predict(latents, sigma, negative, **kwargs)
             velocity = unconditional + scale * (velocity - unconditional)
