@@ -74,3 +74,37 @@ def test_generate_uses_the_shapes_world_by_default(tmp_path):
     from PIL import Image
 
     assert Image.open(out).size == (64, 64)
+
+
+def test_token_alignment_pulls_other_views_onto_english_tokens():
+    import torch
+
+    from x2i_plugins.worlds.shapes.mllm_tasks import Example
+    from x2i_plugins.worlds.shapes.train_mllm import token_alignment
+
+    views = [Example(None, "a", "t", "x", 0, "en"), Example(None, "b", "t", "x", 0, "de"),
+             Example(None, "", "t", "x", 0, "image"), Example(None, "c", "t", "x", 1, "de")]  # group 1: no English
+    first_turn = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1]], dtype=torch.bool)
+    english = torch.randn(1, 4, 8)
+    # German = two of the English token states (a sub-set), image = all of them reordered plus a duplicate
+    same = torch.cat([english, english[:, [1, 0, 3, 3]], english[:, [2, 0, 1, 1]], torch.randn(1, 4, 8)])
+    # every English token must have a counterpart: German lacks English token 2 -> positive, image covers all -> 0
+    image_only = token_alignment((same[[0, 2]],), first_turn[[0, 2]], [views[0], views[2]])
+    assert image_only.item() == pytest.approx(0.0, abs=1e-5)
+    assert token_alignment((same[:2],), first_turn[:2], views[:2]).item() > 0.01
+    # the English side is the anchor: gradients reach only the other views
+    states = same.clone().requires_grad_(True)
+    token_alignment((states * 1.0,), first_turn, views).backward()
+    assert states.grad[0].abs().sum() == 0 and states.grad[1].abs().sum() > 0 and states.grad[3].abs().sum() == 0
+
+
+def test_train_mllm_continues_a_saved_model(tmp_path):
+    import json
+
+    from x2i_plugins.worlds.shapes.train_mllm import train
+
+    train(str(tmp_path / "a"), steps=2, n_scenes=2, log=lambda *_: None)
+    stats = train(str(tmp_path / "b"), steps=2, n_scenes=2, token_weight=1.0, init=str(tmp_path / "a"),
+                  log=lambda *_: None)
+    assert stats["final_token"] > 0 and stats["continued_from"]["steps"] == 2
+    assert json.loads((tmp_path / "b" / "train_stats.json").read_text())["token_weight"] == 1.0

@@ -19,9 +19,10 @@ def shapes():
 @click.option("--steps", type=int, default=None, help="Denoising steps (default: the backbone's).")
 @click.option("--aligner", default=None, help="AlignNet folder (default: the shipped one).")
 @click.option("--backbone-path", default=None, help="Teacher folder (default: the shipped one).")
+@click.option("--encoder-path", default=None, help="MLLM folder (default: the shipped one).")
 @click.option("--true-cfg", type=float, default=None, help="True CFG scale, 1 = off (default: the preset's, 3).")
 @click.option("--json-out", default=None, help="Also write the results as JSON here.")
-def eval_cmd(model, sets, num, steps, aligner, backbone_path, true_cfg, json_out):
+def eval_cmd(model, sets, num, steps, aligner, backbone_path, encoder_path, true_cfg, json_out):
     """Generate from held-out prompts and print per-attribute and all-correct accuracy."""
     import numpy as np
 
@@ -37,7 +38,8 @@ def eval_cmd(model, sets, num, steps, aligner, backbone_path, true_cfg, json_out
             results[name] = summary
             click.echo(f"truth   {name:8s} {format_summary(summary, num)}")
     else:
-        backbone, encoder, align = load_world(aligner, backbone_dir=backbone_path, student=model == "student")
+        backbone, encoder, align = load_world(aligner, encoder_dir=encoder_path, backbone_dir=backbone_path,
+                                              student=model == "student")
         if true_cfg is not None:
             if true_cfg < 1:
                 raise click.BadParameter("must be at least 1 (1 = off)", param_hint="--true-cfg")
@@ -116,11 +118,19 @@ def train_teacher_cmd(vae, out, steps, batch, seed, max_minutes, init, t_samplin
 @click.option("-o", "--out", required=True)
 @click.option("--steps", default=3000, show_default=True)
 @click.option("--seed", default=0, show_default=True)
-def train_mllm_cmd(out, steps, seed):
+@click.option("--lr", default=1e-3, show_default=True, help="Peak learning rate (warm-up, then cosine to 0).")
+@click.option("--init", default=None, help="Continue from this MLLM folder (fresh schedule).")
+@click.option("--token-weight", default=0.0, show_default=True,
+              help="Weight of the token-level term that puts German and image token states near English ones.")
+@click.option("--words", default=0, show_default=True,
+              help="Dictionary pairs per step (inflected German colour word <-> English word).")
+@click.option("--max-minutes", type=float, default=1e9, help="Stop (and save) after this wall time.")
+def train_mllm_cmd(out, steps, seed, lr, init, token_weight, words, max_minutes):
     """Train the small Qwen2.5-VL on the world (captioning EN/DE, translation, QA, edits, contrastive)."""
     from .train_mllm import train
 
-    train(out, steps, lr=1e-3, seed=seed)
+    train(out, steps, lr=lr, seed=seed, token_weight=token_weight, n_words=words, init=init,
+          max_minutes=max_minutes)
 
 
 @shapes.command("write-prompts")

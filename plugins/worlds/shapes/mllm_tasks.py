@@ -13,6 +13,10 @@ from dataclasses import dataclass, replace
 from .world import (COLOURS, DE_BG, DE_COLOUR, DE_POS, DE_SHAPE, POSITIONS, SHAPES, SIZES, BACKGROUNDS,
                     Scene, caption, caption_checks)
 
+# German colour adjectives as the captions inflect them (Kreis takes -er, Quadrat and Dreieck -es)
+DE_COLOUR_FORMS = {f"{stem}{ending}": colour for colour, stem in DE_COLOUR.items()
+                   for ending in sorted({e for _, e in DE_SHAPE.values()})}
+
 ASK_EN = ["describe it in english", "describe the image in english", "what do you see ? answer in english"]
 ASK_DE = ["beschreibe es auf deutsch", "beschreibe das bild auf deutsch", "was siehst du ? antworte auf deutsch"]
 QUESTIONS = {  # attribute -> (english question, german question)
@@ -107,4 +111,20 @@ def scene_examples(scene: Scene, group: int, rng: random.Random, edited_group: i
         lang = rng.choice(["en", "de"])
         task = rng.choice(ASK_EN if lang == "en" else ASK_DE)
         out.append(Example(scene, text, task, caption(edited, lang, full=True), edited_group, "edit"))
+    return out
+
+
+def word_examples(rng: random.Random, n: int, first_group: int) -> list[Example]:
+    """n dictionary pairs: an inflected German colour word and its English word, each translated.
+
+    Why: German inflects the colour by the noun's gender and "Kreis" is the only masculine noun, so
+    "gelber" occurs only in "gelber Kreis", a held-out pair: without these pairs the MLLM would never see
+    that word at all. A word alone names no colour+shape pair, so nothing held out is shown.
+    """
+    out = []
+    for _ in range(n):
+        de, en = rng.choice(sorted(DE_COLOUR_FORMS.items()))
+        group = first_group + list(COLOURS).index(en)  # one group per colour: the same word twice is no negative
+        out.append(Example(None, en, "translate into german", DE_COLOUR[en], group, "en"))
+        out.append(Example(None, de, "übersetze ins englische", en, group, "de"))
     return out

@@ -3,7 +3,9 @@
 Losses: next-token prediction on the answers (captioning in English and German, translation, questions,
 edits) + a contrastive loss that pulls together the mean hidden states (middle and last layer) of the
 first user turn for the image, English and German views of the same scene (and of "image + edit
-instruction" with the edited scene). Held-out colour+shape pairs never appear, edits included.
+instruction" with the edited scene) + optionally a token-level term (`token_alignment`) that puts every
+German and image token state near some English token state of the same scene. Held-out colour+shape
+pairs never appear, edits included.
 
 python -m x2i_plugins.worlds.shapes.train_mllm --out DIR [--steps N]
 """
@@ -19,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .mllm_tasks import ASK_DE, ASK_EN, QUESTIONS, edit_instruction, scene_examples
+from .mllm_tasks import ASK_DE, ASK_EN, QUESTIONS, edit_instruction, scene_examples, word_examples
 from .world import SHAPES, COLOURS, BACKGROUNDS, DE_COLOUR, DE_SHAPE, DE_BG, DE_POS, render, sample_scene
 
 PAD, SPECIAL = "<|endoftext|>", ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
@@ -111,8 +113,8 @@ def wrap(model, tokenizer, image_processor):
     return enc
 
 
-def make_batch(rng: random.Random, n_scenes: int, edit_prob: float = 0.4):
-    """Examples for n scenes (+ the scenes their edits produce)."""
+def make_batch(rng: random.Random, n_scenes: int, edit_prob: float = 0.4, n_words: int = 0):
+    """Examples for n scenes (+ the scenes their edits produce) and n_words dictionary pairs."""
     from dataclasses import replace as _r  # noqa: F401
 
     scenes_, examples = [], []
@@ -135,7 +137,7 @@ def make_batch(rng: random.Random, n_scenes: int, edit_prob: float = 0.4):
         examples += scene_examples(sc, g, rng, len(scenes_) - 1 if edit else None, edit)
     for g in range(k, len(scenes_)):
         examples += scene_examples(scenes_[g], g, rng)
-    return examples
+    return examples + (word_examples(rng, n_words, len(scenes_)) if n_words else [])
 
 
 def encode_examples(enc, examples):
@@ -196,6 +198,36 @@ def first_turn_means(hidden_states, first_turn, layers):
     return [(hidden_states[l] * w).sum(1) / w.sum(1) for l in layers]
 
 
+def token_alignment(hidden_states, first_turn, examples) -> torch.Tensor:
+    """Chamfer distance, at every layer, between the first-turn token states of a scene's German (or image)
+    view and its English view, the English side detached.
+
+    Why: the aligner is trained on English token states only and the teacher's joint attention reads text
+    tokens as a set (FLUX gives them no positions), so a German or image prompt transfers when each of its
+    token states lies near some English token state (and every English token has a counterpart). Matching
+    only the mean states (the contrastive loss) leaves the individual tokens far apart. Squared distances
+    are divided by the English states' mean squared norm so that every layer counts alike.
+    """
+    index: dict[int, dict[str, int]] = {}
+    for i, ex in enumerate(examples):
+        index.setdefault(ex.group, {})[ex.view] = i
+    terms = []
+    for views in index.values():
+        if "en" not in views:
+            continue
+        b_i = views["en"]
+        for view in ("de", "image"):
+            if view not in views:
+                continue
+            a_i = views[view]
+            for states in hidden_states:
+                a = states[a_i][first_turn[a_i]].float()
+                b = states[b_i][first_turn[b_i]].detach().float()
+                d = torch.cdist(a, b).pow(2) / b.pow(2).sum(-1).mean().clamp_min(1e-6)
+                terms.append(d.min(1).values.mean() + d.min(0).values.mean())
+    return torch.stack(terms).mean() if terms else hidden_states[0].new_zeros(())
+
+
 def save(model, tokenizer, image_processor, out):
     """Write the Qwen2.5-VL folder: config + safetensors, tokenizer (chat template inside), image processor."""
     model.save_pretrained(out)
@@ -204,25 +236,35 @@ def save(model, tokenizer, image_processor, out):
 
 
 def train(out: str, steps: int = 3000, n_scenes: int = 12, lr: float = 2e-3, seed: int = 0, threads: int = 1,
-          contrastive_weight: float = 1.0, max_minutes: float = 1e9, log=print) -> dict:
-    """Train and save; checkpoints every 250 steps."""
+          contrastive_weight: float = 1.0, token_weight: float = 0.0, n_words: int = 0, init: str | None = None,
+          max_minutes: float = 1e9, log=print) -> dict:
+    """Train (from scratch, or continue `init`) and save; checkpoints every 250 steps."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     t0, c0 = time.time(), time.process_time()
     tokenizer = build_tokenizer()
-    model = build_model(tokenizer)
+    if init:
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(init, dtype=torch.float32)
+        if model.config.text_config.vocab_size < len(tokenizer):
+            raise ValueError(f"{init} was not trained with this world's tokenizer")
+    else:
+        model = build_model(tokenizer)
     image_processor = build_image_processor()
     enc = wrap(model, tokenizer, image_processor)
     n_layers = model.config.text_config.num_hidden_layers
     layers = (n_layers // 2, n_layers)  # hidden_states index: middle layer and after the final norm
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     warm = 100
+    # cosine to 0 at whichever comes first, `steps` or `max_minutes`
+    progress = lambda s: min(1.0, max(s / steps, (time.time() - t0) / 60 / max_minutes))  # noqa: E731
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * progress(s))))
     rng = random.Random(seed)
     step = 0
     for step in range(steps):
-        examples = make_batch(rng, n_scenes)
+        examples = make_batch(rng, n_scenes, n_words=n_words)
         inputs, labels, first_turn = encode_examples(enc, examples)
         model.model.rope_deltas = None
         out_ = model(**inputs, output_hidden_states=True, use_cache=False, return_dict=True)
@@ -230,22 +272,29 @@ def train(out: str, steps: int = 3000, n_scenes: int = 12, lr: float = 2e-3, see
         lm = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100)
         groups = torch.tensor([ex.group for ex in examples])
         con = sum(contrastive(v, groups) for v in first_turn_means(out_.hidden_states, first_turn, layers)) / len(layers)
-        loss = lm + contrastive_weight * con
+        tok = token_alignment(out_.hidden_states, first_turn, examples) if token_weight else torch.zeros(())
+        loss = lm + contrastive_weight * con + token_weight * tok
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         if step % 25 == 0:
-            log(f"mllm step {step} lm {lm.item():.4f} contrastive {con.item():.4f} wall {time.time() - t0:.0f}s")
+            log(f"mllm step {step} lm {lm.item():.4f} contrastive {con.item():.4f} token {tok.item():.4f} "
+                f"wall {time.time() - t0:.0f}s")
         if step % 250 == 249:
             save(model, tokenizer, image_processor, out)
-        if (time.time() - t0) / 60 > max_minutes:
+        if progress(step) >= 1.0:
             log(f"time budget reached at step {step}")
             break
     save(model, tokenizer, image_processor, out)
-    stats = {"steps": step + 1, "scenes_per_step": n_scenes, "threads": threads, "cpu_s": time.process_time() - c0,
-             "wall_s": time.time() - t0, "final_lm": lm.item(), "final_contrastive": con.item()}
+    stats = {"steps": step + 1, "scenes_per_step": n_scenes, "lr": lr, "threads": threads,
+             "cpu_s": time.process_time() - c0, "wall_s": time.time() - t0, "final_lm": lm.item(),
+             "final_contrastive": con.item(), "token_weight": token_weight, "final_token": tok.item(),
+             "words_per_step": n_words}
+    if init:
+        previous = Path(init, "train_stats.json")
+        stats["continued_from"] = json.loads(previous.read_text()) if previous.exists() else init
     Path(out, "train_stats.json").write_text(json.dumps(stats, indent=1))
     log(json.dumps(stats))
     return stats
@@ -260,8 +309,12 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--max-minutes", type=float, default=1e9)
+    p.add_argument("--init", default=None)
+    p.add_argument("--token-weight", type=float, default=0.0)
+    p.add_argument("--words", type=int, default=0)
     a = p.parse_args(argv)
-    train(a.out, a.steps, a.scenes, a.lr, a.seed, a.threads, max_minutes=a.max_minutes)
+    train(a.out, a.steps, a.scenes, a.lr, a.seed, a.threads, token_weight=a.token_weight, n_words=a.words, init=a.init,
+          max_minutes=a.max_minutes)
 
 
 if __name__ == "__main__":
