@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, replace
 
-from .world import (COLOURS, DE_BG, DE_COLOUR, DE_POS, DE_SHAPE, POSITIONS, SHAPES, SIZES, BACKGROUNDS,
+from .world import (COLOURS, DE_BG, DE_COLOUR, DE_POS, DE_SHAPE, POSITIONS, SHAPES, BACKGROUNDS,
                     Scene, caption, caption_checks)
 
 # German colour adjectives as the captions inflect them (Kreis takes -er, Quadrat and Dreieck -es)

@@ -59,7 +59,7 @@ def task_accuracy(folder: str, n: int = 30, split: str = "heldout") -> dict:
 
     from x2i_plugins.encoders.qwen25vl.encoder import IMAGE_TOKEN, _expand
 
-    from .train_mllm import CHAT_TEMPLATE, build_image_processor, wrap
+    from .train_mllm import build_image_processor, wrap
 
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder).eval()
     tok = AutoTokenizer.from_pretrained(folder)

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .schedule import warmup_cosine
 from .mllm_tasks import ASK_DE, ASK_EN, QUESTIONS, edit_instruction, scene_examples, word_examples
 from .world import SHAPES, COLOURS, BACKGROUNDS, DE_COLOUR, DE_SHAPE, DE_BG, DE_POS, render, sample_scene
 
@@ -115,8 +116,6 @@ def wrap(model, tokenizer, image_processor):
 
 def make_batch(rng: random.Random, n_scenes: int, edit_prob: float = 0.4, n_words: int = 0):
     """Examples for n scenes (+ the scenes their edits produce) and n_words dictionary pairs."""
-    from dataclasses import replace as _r  # noqa: F401
-
     scenes_, examples = [], []
     for _ in range(n_scenes):
         scenes_.append(sample_scene(rng, split="train"))
@@ -211,21 +210,20 @@ def token_alignment(hidden_states, first_turn, examples) -> torch.Tensor:
     index: dict[int, dict[str, int]] = {}
     for i, ex in enumerate(examples):
         index.setdefault(ex.group, {})[ex.view] = i
+    states = torch.stack(hidden_states)  # (layers, batch, seq, hidden): all layers in one cdist per pair
     terms = []
     for views in index.values():
         if "en" not in views:
             continue
         b_i = views["en"]
+        b = states[:, b_i, first_turn[b_i]].detach().float()
+        scale = b.pow(2).sum(-1).mean(-1).clamp_min(1e-6)[:, None, None]  # per layer
         for view in ("de", "image"):
-            if view not in views:
-                continue
-            a_i = views[view]
-            for states in hidden_states:
-                a = states[a_i][first_turn[a_i]].float()
-                b = states[b_i][first_turn[b_i]].detach().float()
-                d = torch.cdist(a, b).pow(2) / b.pow(2).sum(-1).mean().clamp_min(1e-6)
-                terms.append(d.min(1).values.mean() + d.min(0).values.mean())
-    return torch.stack(terms).mean() if terms else hidden_states[0].new_zeros(())
+            if view in views:
+                a_i = views[view]
+                d = torch.cdist(states[:, a_i, first_turn[a_i]].float(), b).pow(2) / scale
+                terms.append(d.min(2).values.mean(1) + d.min(1).values.mean(1))  # (layers,)
+    return torch.cat(terms).mean() if terms else states.new_zeros(())
 
 
 def save(model, tokenizer, image_processor, out):
@@ -257,10 +255,8 @@ def train(out: str, steps: int = 3000, n_scenes: int = 12, lr: float = 2e-3, see
     layers = (n_layers // 2, n_layers)  # hidden_states index: middle layer and after the final norm
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     warm = 100
-    # cosine to 0 at whichever comes first, `steps` or `max_minutes`
-    progress = lambda s: min(1.0, max(s / steps, (time.time() - t0) / 60 / max_minutes))  # noqa: E731
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * progress(s))))
+        opt, lambda s: warmup_cosine(s, steps, (time.time() - t0) / 60, max_minutes, warm))
     rng = random.Random(seed)
     step = 0
     for step in range(steps):
@@ -284,7 +280,7 @@ def train(out: str, steps: int = 3000, n_scenes: int = 12, lr: float = 2e-3, see
                 f"wall {time.time() - t0:.0f}s")
         if step % 250 == 249:
             save(model, tokenizer, image_processor, out)
-        if progress(step) >= 1.0:
+        if (time.time() - t0) / 60 >= max_minutes:
             log(f"time budget reached at step {step}")
             break
     save(model, tokenizer, image_processor, out)

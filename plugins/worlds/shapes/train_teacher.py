@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
+import shutil
 import time
 from pathlib import Path
 
 import torch
 
 from .data import captions_for, scene_batch
+from .schedule import warmup_cosine
 from .text import grammar_words, word_tokenizer
 
 MAX_TOKENS = 24  # T5 max_sequence_length and CLIP model_max_length of the shapes teacher
@@ -110,8 +111,7 @@ def train(vae_dir: str, out: str, steps: int = 3000, batch: int = 64, lr: float 
     ema = [p.detach().clone() for p in params] if ema_decay > 0 else None
 
     def lr_at(step: int) -> float:
-        progress = min(1.0, max(step / steps, (time.time() - t0) / 60 / max_minutes))
-        return lr * min(1.0, (step + 1) / warm) * 0.5 * (1 + math.cos(math.pi * progress))
+        return lr * warmup_cosine(step, steps, (time.time() - t0) / 60, max_minutes, warm)
     rng = random.Random(seed)
     gen = torch.Generator().manual_seed(seed)
 
@@ -123,6 +123,9 @@ def train(vae_dir: str, out: str, steps: int = 3000, batch: int = 64, lr: float 
         pipe = FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=clip, tokenizer=tokenizer,
                             text_encoder_2=t5, tokenizer_2=tokenizer, transformer=transformer)
         pipe.save_pretrained(folder)
+        vae_stats = Path(vae_dir, "train_stats.json")  # save_pretrained drops it; keep how the VAE was made
+        if vae_stats.is_file():
+            shutil.copyfile(vae_stats, Path(folder, "vae", "train_stats.json"))
         if ema is not None:
             with torch.no_grad():
                 torch._foreach_copy_([p.data for p in params], trained)
