@@ -40,6 +40,9 @@ D = AlignConfig()  # defaults shown in --help come from the one dataclass
 @click.option("--lr", type=float, default=D.lr, show_default=True, help="Peak AdamW learning rate.")
 @click.option("--warmup", type=int, default=D.warmup, show_default=True, help="Linear warm-up updates before the cosine decay.")
 @click.option("--max-grad-norm", type=float, default=D.max_grad_norm, show_default=True, help="Gradient clipping norm.")
+@click.option("--weight-decay", type=float, default=D.weight_decay, show_default=True,
+              help="AdamW decoupled weight decay (larger values shrink weights that the training prompts never "
+                   "exercise, which otherwise keep their random init).")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=D.optimizer, show_default=True,
               help="adamw (torch) or adamw8bit (bitsandbytes, CUDA; the reference's choice, saves ~0.2 GB here).")
 @click.option("--loss", type=click.Choice(LOSSES), default=D.loss, show_default=True,
@@ -58,6 +61,10 @@ D = AlignConfig()  # defaults shown in --help come from the one dataclass
               show_default=True,
               help="For sigma < 1 (there are no images): noise = the pure noise itself; teacher = (1-sigma)*x0 + sigma*noise "
                    "with x0 the teacher's one-step estimate at sigma 1 (one extra no-grad pass).")
+@click.option("--hidden-noise", type=float, default=D.hidden_noise, show_default=True,
+              help="Gaussian noise added to the encoder's hidden states, as a fraction of each layer's RMS: "
+                   "penalises the AlignNet's sensitivity to directions English prompts never use, which other "
+                   "languages and images may occupy (0 = off, as in the paper).")
 @click.option("--empty-prompt-prob", type=float, default=D.empty_prompt_prob, show_default=True,
               help="Share of prompts replaced by the empty prompt, so the AlignNet also learns the teacher's "
                    "unconditional embedding (needed for --true-cfg at generation).")
@@ -68,6 +75,9 @@ D = AlignConfig()  # defaults shown in --help come from the one dataclass
               help="T5 tokens of the teacher (default: the backbone's, 512 for FLUX.1-dev).")
 @click.option("--fusion", type=click.Choice(("conv", "scale", "last")), default=D.fusion, show_default=True,
               help="Layer fusion of a new AlignNet: conv (paper), scale (InternVL-1B variant), last (ablation).")
+@click.option("--skip-layers", type=int, default=D.skip_layers, show_default=True,
+              help="Leave the first N hidden states out of a new AlignNet's fusion; 1 = drop the token-embedding "
+                   "output, which is word identity with no context and so language-specific (0 = the paper).")
 @click.option("--masked-pool/--unmasked-pool", default=D.masked_pool, show_default=True,
               help="Pooled embedding averages real tokens only, or padding too (the reference's behaviour).")
 @click.option("--checkpoint-every", type=int, default=D.checkpoint_every, show_default=True,
@@ -115,12 +125,15 @@ def align(**opts):
         data=list(opts["data"]), output_dir=opts["output"] or "", encoder=opts["encoder"], backbone=opts["backbone"],
         encoder_path=opts["encoder_path"], backbone_path=opts["backbone_path"], init=opts["init"],
         text_key=opts["text_key"], steps=opts["steps"], batch_size=opts["batch_size"], grad_accum=opts["grad_accum"],
-        lr=opts["lr"], warmup=opts["warmup"], max_grad_norm=opts["max_grad_norm"], optimizer=opts["optimizer"],
+        lr=opts["lr"], warmup=opts["warmup"], max_grad_norm=opts["max_grad_norm"],
+        weight_decay=opts["weight_decay"], optimizer=opts["optimizer"],
         loss=opts["loss"], temperature=opts["temperature"], image_side_only=opts["image_side_only"],
         term_weights=parse_term_weights(opts["term_weights"]), timesteps=opts["timesteps"],
         intermediate_latents=opts["intermediate_latents"], empty_prompt_prob=opts["empty_prompt_prob"],
+        hidden_noise=opts["hidden_noise"],
         resolution=opts["resolution"], guidance=opts["guidance"],
-        teacher_max_length=opts["teacher_max_length"], fusion=opts["fusion"], masked_pool=opts["masked_pool"],
+        teacher_max_length=opts["teacher_max_length"], fusion=opts["fusion"], skip_layers=opts["skip_layers"],
+        masked_pool=opts["masked_pool"],
         checkpoint_every=opts["checkpoint_every"], keep_checkpoints=opts["keep_checkpoints"], resume=opts["resume"],
         stop_after=opts["stop_after"], mixed_precision=opts["mixed_precision"], dtype=opts["dtype"],
         gradient_checkpointing=opts["gradient_checkpointing"], seed=opts["seed"], shuffle_buffer=opts["shuffle_buffer"],

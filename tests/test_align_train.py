@@ -185,7 +185,7 @@ def test_cli_errors_are_one_line(world, tmp_path):
     {"timesteps": "uniform"},
     {"timesteps": "shifted", "intermediate_latents": "teacher"},
     {"image_side_only": True, "loss": "js"},
-    {"mixed_precision": "bf16", "loss": "kl", "fusion": "scale"},
+    {"mixed_precision": "bf16", "loss": "kl", "fusion": "scale", "skip_layers": 1},
     {"loss": "mse", "fusion": "last", "masked_pool": False, "tensorboard": True},
 ])
 def test_options_train(world, tmp_path, options):
@@ -244,3 +244,37 @@ def test_empty_prompts_are_dropped_in_deterministically(world, tmp_path):
     run_alignment(tiny_config(world, tmp_path / "run", steps=2, empty_prompt_prob=0.5))  # "" passes both encoders
     with pytest.raises(InputError, match="empty-prompt-prob"):
         tiny_config(world, tmp_path / "c", empty_prompt_prob=1.0).validate()
+
+
+def test_hidden_noise_scales_with_each_layer_and_spares_padding():
+    from x2i_core.align.sampling import perturb_hidden_states, step_generator
+
+    states = torch.randn(4, 3, 6, 32) * torch.tensor([0.1, 1.0, 10.0])[None, :, None, None]
+    mask = torch.ones(4, 6, dtype=torch.bool)
+    mask[0, 4:] = False
+    states[0, :, 4:] = 0
+    noisy = perturb_hidden_states(states, mask, 0.5, step_generator(0, 1))
+    delta = noisy - states
+    assert torch.equal(delta[0, :, 4:], torch.zeros_like(delta[0, :, 4:]))  # padding stays zero
+    per_layer = delta[1:].pow(2).mean(dim=(0, 2, 3)).sqrt() / states[1:].pow(2).mean(dim=(0, 2, 3)).sqrt()
+    assert per_layer.tolist() == pytest.approx([0.5] * 3, rel=0.15)  # noise = 0.5 x each layer's own RMS
+    assert torch.equal(noisy, perturb_hidden_states(states, mask, 0.5, step_generator(0, 1)))  # reproducible
+    assert perturb_hidden_states(states, mask, 0.0, step_generator(0, 1)) is states  # off = untouched
+
+
+def test_hidden_noise_and_weight_decay_train_and_are_recorded(world, tmp_path):
+    import json
+
+    from x2i_core.errors import InputError
+
+    run_alignment(tiny_config(world, tmp_path / "plain", steps=2))
+    run_alignment(tiny_config(world, tmp_path / "noisy", steps=2, hidden_noise=0.3, weight_decay=0.5))
+    plain, noisy = _rows(tmp_path / "plain" / "train_log.csv"), _rows(tmp_path / "noisy" / "train_log.csv")
+    assert plain[0]["loss"] != noisy[0]["loss"]  # the noise reaches the student's first step
+    recorded = json.loads((tmp_path / "noisy" / "x2i_align.json").read_text())["config"]
+    assert recorded["hidden_noise"] == 0.3 and recorded["weight_decay"] == 0.5
+    for bad in ({"hidden_noise": -1.0}, {"weight_decay": -0.1}, {"skip_layers": -1}):
+        with pytest.raises(InputError):
+            tiny_config(world, tmp_path / "bad", **bad).validate()
+    with pytest.raises(InputError, match="leaves nothing to fuse"):
+        run_alignment(tiny_config(world, tmp_path / "bad", skip_layers=99))

@@ -180,3 +180,20 @@ def test_convert_cli(tmp_path):
     bad = CliRunner().invoke(cli, ["convert", str(tmp_path / "missing.bin"), "-o", str(tmp_path / "o2")])
     assert bad.exit_code == 2
     assert bad.output.strip().startswith("Error:") and len(bad.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("fusion", ["conv", "scale"])
+def test_skip_layers_ignores_the_left_out_hidden_states(fusion, tmp_path):
+    model = tiny(fusion=fusion, skip_layers=1)
+    x, mask = torch.randn(2, 3, 7, 16), torch.ones(2, 7, dtype=torch.bool)
+    changed = x.clone()
+    changed[:, 0] = torch.randn(2, 7, 16) * 100  # the token-embedding output, left out
+    a, b = model(x, mask), model(changed, mask)
+    assert torch.equal(a.prompt_embeds, b.prompt_embeds) and torch.equal(a.pooled_prompt_embeds, b.pooled_prompt_embeds)
+    changed[:, 1] += 1.0  # a fused layer still matters
+    assert not torch.allclose(model(changed, mask).prompt_embeds, a.prompt_embeds)
+    model.save_pretrained(tmp_path / "net")
+    loaded = AlignNet.from_pretrained(tmp_path / "net")
+    assert loaded.config.skip_layers == 1 and torch.equal(loaded(x, mask).prompt_embeds, a.prompt_embeds)
+    with pytest.raises(ValueError, match="skip_layers"):
+        tiny(skip_layers=3)

@@ -2,8 +2,9 @@
 
 As in the X2I paper: Conv2d(C -> 1, k=5) over the (S x H) plane ("conv"), or a learnable per-layer
 scale and a mean ("scale", the InternVL-1B variant); "last" (last layer only) exists for the paper's
-ablation. Then LayerNorm(H) -> Linear(H->D) -> GELU -> Linear(D->D) = prompt_embeds, and
-GELU -> Linear(D->P) averaged over real tokens = pooled_prompt_embeds.
+ablation; `skip_layers` leaves the first hidden states (the token embeddings) out of the fusion.
+Then LayerNorm(H) -> Linear(H->D) -> GELU -> Linear(D->D) = prompt_embeds, and GELU -> Linear(D->P)
+averaged over real tokens = pooled_prompt_embeds.
 """
 from __future__ import annotations
 
@@ -36,16 +37,20 @@ class AlignNet(ModelMixin, ConfigMixin, Aligner):
         fusion: str = "conv",
         kernel_size: int = 5,
         masked_pool: bool = True,
+        skip_layers: int = 0,
         encoder: str | None = None,
         backbone: str | None = None,
     ):
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        if not 0 <= skip_layers < num_layers:
+            raise ValueError(f"skip_layers must be in [0, {num_layers}), got {skip_layers}")
+        fused = num_layers - skip_layers  # hidden state 0 is the token embedding output: skip_layers=1 leaves it out
         if fusion == "conv":
-            self.layer_fusion = nn.Conv2d(num_layers, 1, kernel_size, padding=kernel_size // 2)
+            self.layer_fusion = nn.Conv2d(fused, 1, kernel_size, padding=kernel_size // 2)
         elif fusion == "scale":
-            self.layer_scale = nn.Parameter(torch.ones(1, num_layers, 1, 1))
+            self.layer_scale = nn.Parameter(torch.ones(1, fused, 1, 1))
         self.norm = nn.LayerNorm(hidden_size, eps=1e-6)
         self.project_in = nn.Linear(hidden_size, prompt_dim, bias=False)
         self.project_out = nn.Linear(prompt_dim, prompt_dim, bias=False)
@@ -70,6 +75,7 @@ class AlignNet(ModelMixin, ConfigMixin, Aligner):
     def fuse_layers(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """(B, C, S, H) -> (B, S, H)."""
         fusion = self.config.fusion
+        hidden_states = hidden_states[:, self.config.skip_layers:]
         if fusion == "conv":
             return self.layer_fusion(hidden_states).squeeze(1)
         if fusion == "scale":

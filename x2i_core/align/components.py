@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..alignnet import AlignNet
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InputError
 from ..plugins import load_component
 from .config import AlignConfig
 
@@ -60,8 +60,12 @@ def build_alignnet(cfg: AlignConfig, encoder, backbone, init: AlignNet | None = 
         net.check_fits(encoder, backbone)
         net.register_to_config(encoder=cfg.encoder, backbone=cfg.backbone)
         return net.float()
+    if cfg.skip_layers >= encoder.num_layers:
+        raise InputError(f"--skip-layers {cfg.skip_layers} leaves nothing to fuse: {encoder.identity} gives "
+                         f"{encoder.num_layers} hidden states")
     return AlignNet(
         num_layers=encoder.num_layers, hidden_size=encoder.hidden_size,
         prompt_dim=backbone.prompt_embed_dim, pooled_dim=backbone.pooled_embed_dim,
-        fusion=cfg.fusion, masked_pool=cfg.masked_pool, encoder=cfg.encoder, backbone=cfg.backbone,
+        fusion=cfg.fusion, masked_pool=cfg.masked_pool, skip_layers=cfg.skip_layers,
+        encoder=cfg.encoder, backbone=cfg.backbone,
     )

@@ -55,9 +55,11 @@ class AlignConfig:
     # Share of prompts replaced by "" so the AlignNet also learns the teacher's empty-prompt conditioning:
     # what true classifier-free guidance (--true-cfg at generation) uses as its negative.
     empty_prompt_prob: float = 0.0
+    hidden_noise: float = 0.0  # Gaussian noise on the encoder states, x each layer's RMS (sampling.perturb_hidden_states)
 
     # AlignNet shape
     fusion: str = "conv"
+    skip_layers: int = 0  # leading hidden states (token embeddings first) a new AlignNet leaves out of its fusion
     masked_pool: bool = True  # the reference averages padding too; masked is the fix (method.md)
 
     # machinery
@@ -98,8 +100,14 @@ class AlignConfig:
             raise InputError("--lr and the temperature must be positive")
         if self.warmup < 0 or self.max_grad_norm <= 0:
             raise InputError("--warmup must be >= 0 and --max-grad-norm > 0")
+        if self.weight_decay < 0:
+            raise InputError(f"--weight-decay must be >= 0, got {self.weight_decay:g}")
         if not 0 <= self.empty_prompt_prob < 1:
             raise InputError(f"--empty-prompt-prob must be in [0, 1), got {self.empty_prompt_prob:g}")
+        if self.skip_layers < 0:
+            raise InputError(f"--skip-layers must be >= 0, got {self.skip_layers}")
+        if self.hidden_noise < 0:
+            raise InputError(f"--hidden-noise must be >= 0, got {self.hidden_noise:g}")
         if self.empty_prompt_prob and self.teacher_cache:
             raise InputError("--empty-prompt-prob cannot be used with --teacher-cache (the cache holds no empty prompt)")
         unknown = set(self.term_weights) - set(TERM_KINDS)

@@ -36,7 +36,7 @@ from .data import PromptStream
 from .hooks import captured_attention
 from .logs import CsvLog, TensorBoardLog
 from .losses import DistillationLoss, distillation_loss
-from .sampling import intermediate_latents, sample_timesteps, step_generator
+from .sampling import intermediate_latents, perturb_hidden_states, sample_timesteps, step_generator
 
 RECORD_FILE = "x2i_align.json"
 
@@ -139,7 +139,11 @@ def distill_step(
         latents = intermediate_latents(noise, sigma, clean)
         with captured_attention(teacher_backbone.attention_points(), teacher_cond.prompt_embeds.shape[1], sides) as t_out:
             teacher_backbone.predict(latents, sigma, teacher_cond, height=height, width=width, guidance_scale=guidance)
-    student_cond = alignnet(encoded.hidden_states, encoded.attention_mask)
+    hidden_states = encoded.hidden_states
+    if cfg.hidden_noise > 0:
+        noise_generator = step_generator(cfg.seed + 1, step, micro, rank)  # its own stream: other draws unchanged
+        hidden_states = perturb_hidden_states(hidden_states, encoded.attention_mask, cfg.hidden_noise, noise_generator)
+    student_cond = alignnet(hidden_states, encoded.attention_mask)
     with captured_attention(backbone.attention_points(), student_cond.prompt_embeds.shape[1], sides) as s_out:
         backbone.predict(latents, sigma, student_cond, height=height, width=width, guidance_scale=guidance)
     return distillation_loss(
@@ -371,7 +375,8 @@ def _kind_means(terms: dict[str, float]) -> dict[str, float]:
 def _check_resume_settings(state: dict, cfg: AlignConfig, world: int, accelerator) -> None:
     """Warn (main process) when settings that shape the trajectory differ from the checkpoint's."""
     saved = state.get("config", {})
-    changed = [k for k in ("batch_size", "grad_accum", "seed", "loss", "timesteps", "resolution", "lr", "warmup", "steps")
+    changed = [k for k in ("batch_size", "grad_accum", "seed", "loss", "timesteps", "resolution", "lr", "warmup", "steps",
+                                "weight_decay", "hidden_noise", "empty_prompt_prob")
                if k in saved and saved[k] != getattr(cfg, k)]
     if state.get("world_size") not in (None, world):
         changed.append(f"processes {state['world_size']} -> {world}")

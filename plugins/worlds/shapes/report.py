@@ -168,7 +168,7 @@ def write_report(num: int = 100, ablations: str | None = None, log=print) -> Pat
     def cpu(k):
         s = stats[k]
         if "cpu_s" not in s and "wall_s" in s:
-            return f"{s['wall_s'] / 60:.1f} min wall (1 thread), {s['steps']} steps"
+            return f"{s['wall_s'] / 60:.1f} min wall, {s['steps']} steps"
         return f"{s['cpu_s'] / 60:.1f} CPU-min ({s.get('wall_s', 0) / 60:.1f} min wall)" if "cpu_s" in s else "not recorded"
 
     def line(who, name):
@@ -212,7 +212,7 @@ def write_report(num: int = 100, ablations: str | None = None, log=print) -> Pat
         f"joint flow matching on English (EMA weights, shape tokens' loss x10 in the last run) | {cpu('teacher')}, {stats['teacher'].get('steps', '?')} steps |",
         f"| MLLM | Qwen2_5_VLForConditionalGeneration (4 layers x 128, vision patch 8) | {cpu('mllm')}, "
         f"{stats['mllm'].get('steps', '?')} steps |",
-        f"| AlignNet | `x2i align` (conv fusion, RKL), English captions only | {cpu('alignnet')} |",
+        f"| AlignNet | `x2i align` ({aligner.config.fusion} fusion, RKL), English captions only | {cpu('alignnet')} |",
         "",
         "## MLLM shared space (retrieval from mean hidden states, held-out scenes, chance "
         f"{_pct(probed['chance'])})",
