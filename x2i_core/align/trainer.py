@@ -141,7 +141,7 @@ def distill_step(
             teacher_backbone.predict(latents, sigma, teacher_cond, height=height, width=width, guidance_scale=guidance)
     hidden_states = encoded.hidden_states
     if cfg.hidden_noise > 0:
-        noise_generator = step_generator(cfg.seed + 1, step, micro, rank)  # its own stream: other draws unchanged
+        noise_generator = step_generator(cfg.seed + 1, step, micro, rank)  # not this step's noise/timestep stream
         hidden_states = perturb_hidden_states(hidden_states, encoded.attention_mask, cfg.hidden_noise, noise_generator)
     student_cond = alignnet(hidden_states, encoded.attention_mask)
     with captured_attention(backbone.attention_points(), student_cond.prompt_embeds.shape[1], sides) as s_out:
