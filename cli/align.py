@@ -78,6 +78,12 @@ D = AlignConfig()  # defaults shown in --help come from the one dataclass
 @click.option("--skip-layers", type=int, default=D.skip_layers, show_default=True,
               help="Leave the first N hidden states out of a new AlignNet's fusion; 1 = drop the token-embedding "
                    "output, which is word identity with no context and so language-specific (0 = the paper).")
+@click.option("--token-kernel", type=int, default=None,
+              help="Extent along the sequence of a new conv AlignNet's kernel (default 5, the paper's 5x5); 1 mixes "
+                   "layers and hidden dims but not neighbouring tokens, so word order matters less.")
+@click.option("--context-layers", type=int, default=D.context_layers, show_default=True,
+              help="Bidirectional self-attention layers after a new AlignNet's fusion (0 = the paper): a causal "
+                   "MLLM's word cannot see the words after it, while T5 is bidirectional.")
 @click.option("--masked-pool/--unmasked-pool", default=D.masked_pool, show_default=True,
               help="Pooled embedding averages real tokens only, or padding too (the reference's behaviour).")
 @click.option("--checkpoint-every", type=int, default=D.checkpoint_every, show_default=True,
@@ -133,6 +139,7 @@ def align(**opts):
         hidden_noise=opts["hidden_noise"],
         resolution=opts["resolution"], guidance=opts["guidance"],
         teacher_max_length=opts["teacher_max_length"], fusion=opts["fusion"], skip_layers=opts["skip_layers"],
+        token_kernel=opts["token_kernel"], context_layers=opts["context_layers"],
         masked_pool=opts["masked_pool"],
         checkpoint_every=opts["checkpoint_every"], keep_checkpoints=opts["keep_checkpoints"], resume=opts["resume"],
         stop_after=opts["stop_after"], mixed_precision=opts["mixed_precision"], dtype=opts["dtype"],

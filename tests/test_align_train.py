@@ -187,6 +187,8 @@ def test_cli_errors_are_one_line(world, tmp_path):
     {"image_side_only": True, "loss": "js"},
     {"mixed_precision": "bf16", "loss": "kl", "fusion": "scale", "skip_layers": 1},
     {"loss": "mse", "fusion": "last", "masked_pool": False, "tensorboard": True},
+    {"token_kernel": 1},
+    {"fusion": "scale", "context_layers": 1},
 ])
 def test_options_train(world, tmp_path, options):
     result = run_alignment(tiny_config(world, tmp_path / "o", steps=2, **options))
@@ -273,7 +275,9 @@ def test_hidden_noise_and_weight_decay_train_and_are_recorded(world, tmp_path):
     assert plain[0]["loss"] != noisy[0]["loss"]  # the noise reaches the student's first step
     recorded = json.loads((tmp_path / "noisy" / "x2i_align.json").read_text())["config"]
     assert recorded["hidden_noise"] == 0.3 and recorded["weight_decay"] == 0.5
-    for bad in ({"hidden_noise": -1.0}, {"weight_decay": -0.1}, {"skip_layers": -1}):
+    for bad in ({"hidden_noise": -1.0}, {"weight_decay": -0.1}, {"skip_layers": -1},
+                {"token_kernel": 2}, {"token_kernel": 1, "fusion": "scale"},
+                {"context_layers": -1}):
         with pytest.raises(InputError):
             tiny_config(world, tmp_path / "bad", **bad).validate()
     with pytest.raises(InputError, match="leaves nothing to fuse"):

@@ -182,6 +182,44 @@ def test_convert_cli(tmp_path):
     assert bad.output.strip().startswith("Error:") and len(bad.output.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("train", [False, True])
+def test_context_layers_see_later_tokens_and_ignore_padding(train, tmp_path):
+    model = tiny(fusion="scale", context_layers=1).train(train)
+    x = torch.randn(1, 3, 4, 16)
+    padded = torch.cat([x, torch.randn(1, 3, 3, 16)], dim=2)
+    mask = torch.tensor([[True] * 4 + [False] * 3])
+    a, b = model(x, None), model(padded, mask)
+    torch.testing.assert_close(a.prompt_embeds, b.prompt_embeds[:, :4])
+    torch.testing.assert_close(a.pooled_prompt_embeds, b.pooled_prompt_embeds)
+    later = x.clone()
+    later[:, :, 3] = torch.randn(1, 3, 16)  # the last token changes: with context the first token's output too
+    assert not torch.allclose(model(later, None).prompt_embeds[:, 0], a.prompt_embeds[:, 0])
+    model.save_pretrained(tmp_path / "net")
+    loaded = AlignNet.from_pretrained(tmp_path / "net").train(train)
+    assert loaded.config.context_layers == 1
+    torch.testing.assert_close(loaded(x, None).prompt_embeds, a.prompt_embeds)
+    with pytest.raises(ValueError, match="context_layers"):
+        tiny(context_layers=-1)
+
+
+def test_token_kernel_one_keeps_each_output_token_to_its_own_input_token(tmp_path):
+    model = tiny(token_kernel=1)
+    assert tuple(model.layer_fusion.weight.shape[-2:]) == (1, 5)  # mixes layers and hidden dims, not tokens
+    x, mask = torch.randn(1, 3, 7, 16), torch.ones(1, 7, dtype=torch.bool)
+    changed = x.clone()
+    changed[:, :, 3] += 1.0
+    moved = (model(changed, mask).prompt_embeds - model(x, mask).prompt_embeds).abs().sum(-1)[0]
+    assert moved[3] > 0 and torch.count_nonzero(moved) == 1
+    square = tiny()  # the paper's 5x5: neighbours within two tokens move too
+    moved = (square(changed, mask).prompt_embeds - square(x, mask).prompt_embeds).abs().sum(-1)[0]
+    assert torch.count_nonzero(moved) == 5
+    model.save_pretrained(tmp_path / "net")
+    assert AlignNet.from_pretrained(tmp_path / "net").config.token_kernel == 1
+    for bad in (0, 2):
+        with pytest.raises(ValueError, match="token_kernel"):
+            tiny(token_kernel=bad)
+
+
 @pytest.mark.parametrize("fusion", ["conv", "scale"])
 def test_skip_layers_ignores_the_left_out_hidden_states(fusion, tmp_path):
     model = tiny(fusion=fusion, skip_layers=1)

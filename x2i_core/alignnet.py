@@ -2,7 +2,9 @@
 
 As in the X2I paper: Conv2d(C -> 1, k=5) over the (S x H) plane ("conv"), or a learnable per-layer
 scale and a mean ("scale", the InternVL-1B variant); "last" (last layer only) exists for the paper's
-ablation; `skip_layers` leaves the first hidden states (the token embeddings) out of the fusion.
+ablation; `skip_layers` leaves the first hidden states (the token embeddings) out of the fusion;
+`token_kernel` sets the conv kernel's extent along the sequence (1: no mixing of neighbouring tokens);
+`context_layers` adds bidirectional self-attention layers after the fusion (not in the paper, see below).
 Then LayerNorm(H) -> Linear(H->D) -> GELU -> Linear(D->D) = prompt_embeds, and GELU -> Linear(D->P)
 averaged over real tokens = pooled_prompt_embeds.
 """
@@ -38,6 +40,8 @@ class AlignNet(ModelMixin, ConfigMixin, Aligner):
         kernel_size: int = 5,
         masked_pool: bool = True,
         skip_layers: int = 0,
+        token_kernel: int | None = None,
+        context_layers: int = 0,
         encoder: str | None = None,
         backbone: str | None = None,
     ):
@@ -46,11 +50,27 @@ class AlignNet(ModelMixin, ConfigMixin, Aligner):
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         if not 0 <= skip_layers < num_layers:
             raise ValueError(f"skip_layers must be in [0, {num_layers}), got {skip_layers}")
+        token_kernel = kernel_size if token_kernel is None else token_kernel  # None: the paper's square kernel
+        if token_kernel < 1 or token_kernel % 2 == 0:
+            raise ValueError(f"token_kernel must be a positive odd number, got {token_kernel}")
         fused = num_layers - skip_layers  # hidden state 0 is the token embedding output: skip_layers=1 leaves it out
         if fusion == "conv":
-            self.layer_fusion = nn.Conv2d(fused, 1, kernel_size, padding=kernel_size // 2)
+            self.layer_fusion = nn.Conv2d(fused, 1, (token_kernel, kernel_size),
+                                          padding=(token_kernel // 2, kernel_size // 2))
         elif fusion == "scale":
             self.layer_scale = nn.Parameter(torch.ones(1, fused, 1, 1))
+        if context_layers < 0:
+            raise ValueError(f"context_layers must be >= 0, got {context_layers}")
+        # Why: the MLLM is causal, so "red" in "a red circle" cannot see the noun after it, while T5, whose
+        # embeddings the AlignNet imitates, is bidirectional. The 5x5 conv gives each token its neighbours at
+        # fixed offsets, which breaks when another language splits or orders words differently; attention
+        # finds the related token by content instead.
+        heads = _heads(hidden_size)
+        self.context = nn.ModuleList(
+            nn.TransformerEncoderLayer(hidden_size, heads, hidden_size * 2, dropout=0.0, activation="gelu",
+                                       batch_first=True, norm_first=True)
+            for _ in range(context_layers)
+        )
         self.norm = nn.LayerNorm(hidden_size, eps=1e-6)
         self.project_in = nn.Linear(hidden_size, prompt_dim, bias=False)
         self.project_out = nn.Linear(prompt_dim, prompt_dim, bias=False)
@@ -99,6 +119,9 @@ class AlignNet(ModelMixin, ConfigMixin, Aligner):
         # the batch was padded or not: outputs on real tokens do not depend on padding.
         hidden_states = hidden_states * mask[:, None, :, None].to(hidden_states.dtype)
         fused = self.fuse_layers(hidden_states)
+        for layer in self.context:
+            # real tokens never attend to padding; padded rows are zeroed so they stay batch-independent
+            fused = layer(fused, src_key_padding_mask=~mask) * mask[..., None].to(fused.dtype)
         prompt_embeds = self.project_out(nn.functional.gelu(self.project_in(self.norm(fused))))
         per_token = self.pooled_proj(nn.functional.gelu(prompt_embeds))
         if self.config.masked_pool:
@@ -131,3 +154,11 @@ def _check_alignnet_folder(path: Path) -> None:
         raise CheckpointError(f"{config} is not valid JSON: {exc}") from exc
     if cfg.get("_class_name") != "AlignNet":
         raise CheckpointError(f"{path} holds a {cfg.get('_class_name') or 'non-diffusers'} config, not an AlignNet")
+
+
+def _heads(hidden_size: int) -> int:
+    """Attention heads of a context layer: heads of width 64 where the width allows, else fewer."""
+    heads = max(1, hidden_size // 64)
+    while hidden_size % heads:
+        heads -= 1
+    return heads

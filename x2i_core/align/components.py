@@ -67,5 +67,5 @@ def build_alignnet(cfg: AlignConfig, encoder, backbone, init: AlignNet | None = 
         num_layers=encoder.num_layers, hidden_size=encoder.hidden_size,
         prompt_dim=backbone.prompt_embed_dim, pooled_dim=backbone.pooled_embed_dim,
         fusion=cfg.fusion, masked_pool=cfg.masked_pool, skip_layers=cfg.skip_layers,
-        encoder=cfg.encoder, backbone=cfg.backbone,
+        token_kernel=cfg.token_kernel, context_layers=cfg.context_layers, encoder=cfg.encoder, backbone=cfg.backbone,
     )

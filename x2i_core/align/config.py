@@ -60,6 +60,8 @@ class AlignConfig:
     # AlignNet shape
     fusion: str = "conv"
     skip_layers: int = 0  # leading hidden states (token embeddings first) a new AlignNet leaves out of its fusion
+    token_kernel: int | None = None  # conv fusion's kernel extent along the sequence; None: 5, the paper's 5x5
+    context_layers: int = 0  # bidirectional self-attention layers after the fusion (0: the paper's AlignNet)
     masked_pool: bool = True  # the reference averages padding too; masked is the fix (method.md)
 
     # machinery
@@ -106,6 +108,12 @@ class AlignConfig:
             raise InputError(f"--empty-prompt-prob must be in [0, 1), got {self.empty_prompt_prob:g}")
         if self.skip_layers < 0:
             raise InputError(f"--skip-layers must be >= 0, got {self.skip_layers}")
+        if self.token_kernel is not None and (self.token_kernel < 1 or self.token_kernel % 2 == 0):
+            raise InputError(f"--token-kernel must be a positive odd number, got {self.token_kernel}")
+        if self.token_kernel is not None and self.fusion != "conv":
+            raise InputError(f"--token-kernel applies to --fusion conv only, not {self.fusion}")
+        if self.context_layers < 0:
+            raise InputError(f"--context-layers must be >= 0, got {self.context_layers}")
         if self.hidden_noise < 0:
             raise InputError(f"--hidden-noise must be >= 0, got {self.hidden_noise:g}")
         if self.empty_prompt_prob and self.teacher_cache:

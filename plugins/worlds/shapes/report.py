@@ -17,8 +17,12 @@ from .evaluate import format_summary, score, summarise
 from .world import HELD_OUT, render
 
 DOCS = Path(__file__).resolve().parents[3] / "docs"
-ABLATIONS = {  # folder under weights/ablations -> (fusion, loss)
-    "conv-rkl": ("conv", "rkl"), "last-rkl": ("last", "rkl"), "conv-mse": ("conv", "mse"), "last-mse": ("last", "mse"),
+ABLATIONS = {  # folder under weights/ablations -> (fusion as the table names it, loss); all 1500 steps
+    "conv-rkl": ("conv 5x5 (paper)", "rkl"), "last-rkl": ("last layer", "rkl"),
+    "conv-mse": ("conv 5x5 (paper)", "mse"), "last-mse": ("last layer", "mse"),
+    "scale-rkl": ("scale", "rkl"),
+    "conv1x5-rkl": ("conv 1x5 (`--token-kernel 1`)", "rkl"),
+    "scale-context-rkl": ("scale + 1 context layer", "rkl"),
 }
 
 
@@ -182,6 +186,8 @@ def write_report(num: int = 100, ablations: str | None = None, log=print) -> Pat
         ("German >= 90% of the teacher's English accuracy", ratio(de, t_held) >= 0.9, _pct(ratio(de, t_held))),
         ("image->image colour and shape preserved >= 80%", img_cs >= 0.8, _pct(img_cs)),
     ]
+    layers = aligner.config.get("context_layers", 0)
+    context = f" + {layers} context layer{'s' * (layers > 1)}" if layers else ""
     md = [
         "# The shapes world: a trained miniature X2I",
         "",
@@ -212,7 +218,7 @@ def write_report(num: int = 100, ablations: str | None = None, log=print) -> Pat
         f"joint flow matching on English (EMA weights, shape tokens' loss x10 in the last run) | {cpu('teacher')}, {stats['teacher'].get('steps', '?')} steps |",
         f"| MLLM | Qwen2_5_VLForConditionalGeneration (4 layers x 128, vision patch 8) | {cpu('mllm')}, "
         f"{stats['mllm'].get('steps', '?')} steps |",
-        f"| AlignNet | `x2i align` ({aligner.config.fusion} fusion, RKL), English captions only | {cpu('alignnet')} |",
+        f"| AlignNet | `x2i align` ({aligner.config.fusion} fusion{context}, RKL), English captions only | {cpu('alignnet')} |",
         "",
         "## MLLM shared space (retrieval from mean hidden states, held-out scenes, chance "
         f"{_pct(probed['chance'])})",
