@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from _align_tiny import one_thread, tiny_config, tiny_world
 from x2i_core.align.logs import read_csv_log
 from x2i_core.align.trainer import run_alignment
+from x2i_core.errors import InputError
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -101,6 +102,14 @@ def test_resume_follows_the_uninterrupted_run(world, tmp_path):
     wa = load_file(str(tmp_path / "straight" / "diffusion_pytorch_model.safetensors"))
     wb = load_file(str(tmp_path / "broken" / "diffusion_pytorch_model.safetensors"))
     assert all(torch.allclose(wa[k], wb[k], atol=1e-7) for k in wa)
+
+
+def test_resume_refuses_another_alignnet_architecture(world, tmp_path):
+    run_alignment(tiny_config(world, tmp_path / "o", steps=4, checkpoint_every=2, stop_after=2))
+    with pytest.raises(InputError, match="cannot resume.*--context-layers 0.*given: --context-layers 1"):
+        run_alignment(tiny_config(world, tmp_path / "o", steps=4, checkpoint_every=2, resume="latest",
+                                  context_layers=1))
+    assert not (tmp_path / "o" / "config.json").exists()
 
 
 def test_sigterm_saves_a_checkpoint_and_resume_matches(world, tmp_path):
@@ -209,7 +218,6 @@ def test_gradient_checkpointing_does_not_change_the_trajectory(world, tmp_path):
 
 
 def test_adamw8bit_without_bitsandbytes_is_a_clear_error(world, tmp_path, monkeypatch):
-    from x2i_core.errors import InputError
 
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as if not installed
     with pytest.raises(InputError, match="needs bitsandbytes"):
@@ -235,7 +243,6 @@ def test_eval_align_cli_uses_what_the_alignnet_records(world, tmp_path):
 
 def test_empty_prompts_are_dropped_in_deterministically(world, tmp_path):
     from x2i_core.align.trainer import drop_prompts
-    from x2i_core.errors import InputError
 
     cfg = tiny_config(world, tmp_path / "a", empty_prompt_prob=0.5)
     texts = [f"prompt {i}" for i in range(200)]
@@ -267,7 +274,6 @@ def test_hidden_noise_scales_with_each_layer_and_spares_padding():
 def test_hidden_noise_and_weight_decay_train_and_are_recorded(world, tmp_path):
     import json
 
-    from x2i_core.errors import InputError
 
     run_alignment(tiny_config(world, tmp_path / "plain", steps=2))
     run_alignment(tiny_config(world, tmp_path / "noisy", steps=2, hidden_noise=0.3, weight_decay=0.5))

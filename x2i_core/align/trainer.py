@@ -375,6 +375,14 @@ def _kind_means(terms: dict[str, float]) -> dict[str, float]:
 def _check_resume_settings(state: dict, cfg: AlignConfig, world: int, accelerator) -> None:
     """Warn (main process) when settings that shape the trajectory differ from the checkpoint's."""
     saved = state.get("config", {})
+    # the AlignNet's architecture must match the checkpoint's weights: refuse in one line, not a state-dict dump
+    shape = [k for k in ("fusion", "skip_layers", "token_kernel", "context_layers")
+             if k in saved and saved[k] != getattr(cfg, k)]
+    if shape:
+        raise InputError("cannot resume: the checkpoint's AlignNet was built with "
+                         + ", ".join(f"--{k.replace('_', '-')} {saved[k]}" for k in shape)
+                         + "; pass the same options (given: "
+                         + ", ".join(f"--{k.replace('_', '-')} {getattr(cfg, k)}" for k in shape) + ")")
     changed = [k for k in ("batch_size", "grad_accum", "seed", "loss", "timesteps", "resolution", "lr", "warmup", "steps",
                                 "weight_decay", "hidden_noise", "empty_prompt_prob")
                if k in saved and saved[k] != getattr(cfg, k)]
