@@ -98,6 +98,41 @@ def test_token_alignment_pulls_other_views_onto_english_tokens():
     assert states.grad[0].abs().sum() == 0 and states.grad[1].abs().sum() > 0 and states.grad[3].abs().sum() == 0
 
 
+def test_image_transport_matches_token_sets_one_to_one():
+    import torch
+
+    from x2i_plugins.worlds.shapes.mllm_tasks import Example
+    from x2i_plugins.worlds.shapes.train_mllm import image_transport, token_alignment, transport_plan, uniform_log_mass
+
+    torch.manual_seed(0)
+    cost = torch.rand(3, 5, 4) * 3
+    mask_a, mask_b = torch.ones(3, 5, dtype=torch.bool), torch.ones(3, 4, dtype=torch.bool)
+    mask_a[1, 4] = False  # a padded row: no mass
+    plan = transport_plan(cost, uniform_log_mass(mask_a), uniform_log_mass(mask_b))
+    assert torch.allclose(plan[[0, 2]].sum(-1), torch.full((2, 5), 0.2), atol=2e-3)
+    assert torch.allclose(plan[1].sum(-1), torch.tensor([0.25] * 4 + [0.0]), atol=2e-3)
+    assert torch.allclose(plan.sum(-2), torch.full((3, 4), 0.25), atol=2e-3)
+    english = torch.randn(1, 4, 8) * 3
+    first_turn = torch.ones(2, 4, dtype=torch.bool)
+    views = [Example(None, "a", "t", "x", 0, "en"), Example(None, "", "t", "x", 0, "image")]
+    permuted = torch.cat([english, english[:, [2, 0, 3, 1]]])
+    collapsed = torch.cat([english, english[:, [0, 0, 0, 1]]])  # most image tokens on one English token
+    target = {1: english[0][None]}  # (layers=1, tokens, hidden)
+    assert image_transport((permuted,), first_turn, views, target).item() < 0.01
+    assert image_transport((collapsed,), first_turn, views, target).item() > 0.1
+    # the failure the term exists for: every English token covered, one of them twice (an extra "a") ->
+    # Chamfer is zero, transport is not
+    states = torch.cat([torch.cat([english, english[:, :1]], 1), english[:, [0, 0, 1, 2, 3]]])
+    turn5 = torch.ones(2, 5, dtype=torch.bool)
+    turn5[0, 4] = False  # English has 4 real tokens; the image 5, two of them on English token 0
+    assert token_alignment((states,), turn5, views).item() < 1e-5
+    assert image_transport((states,), turn5, views, {1: english[0][None]}).item() > 0.05
+    # gradients reach the image states only
+    x = states.clone().requires_grad_(True)
+    image_transport((x * 1.0,), turn5, views, {1: english[0][None]}).backward()
+    assert x.grad[0].abs().sum() == 0 and x.grad[1].abs().sum() > 0
+
+
 def test_train_mllm_continues_a_saved_model(tmp_path):
     import json
 
@@ -108,3 +143,19 @@ def test_train_mllm_continues_a_saved_model(tmp_path):
                   log=lambda *_: None)
     assert stats["final_token"] > 0 and stats["continued_from"]["steps"] == 2
     assert json.loads((tmp_path / "b" / "train_stats.json").read_text())["token_weight"] == 1.0
+
+
+def test_probe_command_reports_retrieval_and_image_token_words():
+    import json
+
+    from click.testing import CliRunner
+
+    from x2i_cli.main import cli
+
+    result = CliRunner().invoke(cli, ["shapes", "probe", "-n", "4"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output[result.output.index("{"):])
+    words = out["image_token_words"]
+    assert words["n"] == 2 and 0.0 <= words["content_word_share"] <= 1.0
+    assert set(words) >= {f"{a}_word_reached" for a in ("colour", "shape", "size", "position", "background")}
+    assert 0.0 <= out["retrieval"]["image->en"]["last"] <= 1.0

@@ -60,14 +60,17 @@ def eval_cmd(model, sets, num, steps, aligner, backbone_path, encoder_path, true
 
 @shapes.command("probe")
 @click.option("-n", "--num", default=100, show_default=True)
-def probe_cmd(num):
-    """Retrieval image<->English<->German from the shapes MLLM's hidden states on held-out scenes."""
+@click.option("--encoder-path", default=None, help="An MLLM folder other than the shipped one.")
+def probe_cmd(num, encoder_path):
+    """Retrieval image<->English<->German from the shapes MLLM's hidden states on held-out scenes, and which
+    English words its image tokens are nearest to."""
     from x2i_core.plugins import load_component
 
-    from .probe import probe
+    from .probe import image_token_words, probe
 
-    enc = load_component("encoder", "shapes-mllm", device="cpu", dtype="fp32")
-    click.echo(json.dumps(probe(enc, num), indent=1))
+    enc = load_component("encoder", "shapes-mllm", encoder_path, device="cpu", dtype="fp32")
+    click.echo(json.dumps({"retrieval": probe(enc, num), "image_token_words": image_token_words(enc, num // 2)},
+                          indent=1))
 
 
 @shapes.command("train-vae")
@@ -124,13 +127,16 @@ def train_teacher_cmd(vae, out, steps, batch, seed, max_minutes, init, t_samplin
               help="Weight of the token-level term that puts German and image token states near English ones.")
 @click.option("--words", default=0, show_default=True,
               help="Dictionary pairs per step (inflected German colour word <-> English word).")
+@click.option("--image-transport-weight", default=0.0, show_default=True,
+              help="Weight of the optimal-transport term that matches image token states, as a set, one to one "
+                   "with the full English caption's (the image views then leave the --token-weight term).")
 @click.option("--max-minutes", type=float, default=1e9, help="Stop (and save) after this wall time.")
-def train_mllm_cmd(out, steps, seed, lr, init, token_weight, words, max_minutes):
+def train_mllm_cmd(out, steps, seed, lr, init, token_weight, words, image_transport_weight, max_minutes):
     """Train the small Qwen2.5-VL on the world (captioning EN/DE, translation, QA, edits, contrastive)."""
     from .train_mllm import train
 
     train(out, steps, lr=lr, seed=seed, token_weight=token_weight, n_words=words, init=init,
-          max_minutes=max_minutes)
+          max_minutes=max_minutes, image_transport_weight=image_transport_weight)
 
 
 @shapes.command("write-prompts")

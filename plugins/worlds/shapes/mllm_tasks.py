@@ -81,6 +81,7 @@ class Example:
     answer: str
     group: int  # index of the scene whose meaning the first turn carries (for the contrastive loss)
     view: str  # "image", "en", "de", "edit"
+    meaning: Scene | None = None  # the scene the first turn describes (for an edit: the edited scene)
 
 
 def scene_examples(scene: Scene, group: int, rng: random.Random, edited_group: int | None = None,
@@ -105,12 +106,12 @@ def scene_examples(scene: Scene, group: int, rng: random.Random, edited_group: i
             task, ans = rng.choice(ASK_EN), en_full if view == "image" else en
         else:
             task, ans = rng.choice(ASK_DE), de_full if view == "image" else de
-        out.append(Example(scene if view == "image" else None, text, task, ans, group, view))
+        out.append(Example(scene if view == "image" else None, text, task, ans, group, view, scene))
     if edit is not None and single:
         text, edited = edit
         lang = rng.choice(["en", "de"])
         task = rng.choice(ASK_EN if lang == "en" else ASK_DE)
-        out.append(Example(scene, text, task, caption(edited, lang, full=True), edited_group, "edit"))
+        out.append(Example(scene, text, task, caption(edited, lang, full=True), edited_group, "edit", edited))
     return out
 
 

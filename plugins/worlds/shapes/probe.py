@@ -97,3 +97,36 @@ def task_accuracy(folder: str, n: int = 30, split: str = "heldout") -> dict:
             hits += norm(answer) == norm(want)
         out[name] = hits / len(items)
     return out
+
+
+def image_token_words(encoder, n: int = 50, split: str = "heldout", layer: int = -1) -> dict:
+    """Which English word each image token is nearest to, on one-shape scenes: for every image token of the
+    image prompt, the nearest token state (Euclidean, at `layer`) among the states of the scene's full
+    English caption. Returns the share of image tokens nearest to a word that names an attribute (colour,
+    shape, size, position, background colour) and, per attribute, the share of scenes in which some image
+    token is nearest to that attribute's word. The teacher reads text tokens as a set, so an image prompt
+    can only carry an attribute that some of its token states stand for."""
+    sc = scenes(PROBE_SEED + 2, n, split=split, two_prob=0.0)
+    tok = encoder.tokenizer
+    image_id = encoder.image_token_id
+    attr_hits = {"colour": 0, "shape": 0, "size": 0, "position": 0, "background": 0}
+    content = total = 0
+    for s in sc:
+        shape = s.shapes[0]
+        words = {"colour": {shape.colour}, "shape": {shape.shape}, "size": {shape.size},
+                 "position": set(shape.position.split()), "background": {s.background}}
+        prompts = [MultimodalPrompt.build(images=[render(s)]), caption(s, "en", full=True)]
+        enc = encoder.encode(prompts)
+        ids = encoder.prepare(prompts)["input_ids"]
+        mask = enc.attention_mask.bool()
+        image_rows = enc.hidden_states[0, layer][mask[0] & (ids[0] == image_id)].float()
+        text = enc.hidden_states[1, layer][mask[1]].float()
+        names = tok.convert_ids_to_tokens(ids[1][mask[1]].tolist())
+        nearest = [names[j] for j in torch.cdist(image_rows, text).argmin(1).tolist()]
+        every = set().union(*words.values())
+        content += sum(w in every for w in nearest)
+        total += len(nearest)
+        for attr, ws in words.items():
+            attr_hits[attr] += any(w in ws for w in nearest)
+    return {"n": n, "layer": layer, "content_word_share": content / total,
+            **{f"{a}_word_reached": v / n for a, v in attr_hits.items()}}

@@ -4,8 +4,9 @@ Losses: next-token prediction on the answers (captioning in English and German, 
 edits) + a contrastive loss that pulls together the mean hidden states (middle and last layer) of the
 first user turn for the image, English and German views of the same scene (and of "image + edit
 instruction" with the edited scene) + optionally a token-level term (`token_alignment`) that puts every
-German and image token state near some English token state of the same scene. Held-out colour+shape
-pairs never appear, edits included.
+German and image token state near some English token state of the same scene + optionally a transport
+term (`image_transport`) that makes the image (and image + edit) token states, as a set, match the states
+of the full English caption one to one. Held-out colour+shape pairs never appear, edits included.
 
 python -m x2i_plugins.worlds.shapes.train_mllm --out DIR [--steps N]
 """
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .schedule import warmup_cosine
-from .mllm_tasks import ASK_DE, ASK_EN, QUESTIONS, edit_instruction, scene_examples, word_examples
+from .mllm_tasks import ASK_DE, ASK_EN, QUESTIONS, Example, edit_instruction, scene_examples, word_examples
 from .world import SHAPES, COLOURS, BACKGROUNDS, DE_COLOUR, DE_SHAPE, DE_BG, DE_POS, render, sample_scene
 
 PAD, SPECIAL = "<|endoftext|>", ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
@@ -197,7 +198,7 @@ def first_turn_means(hidden_states, first_turn, layers):
     return [(hidden_states[l] * w).sum(1) / w.sum(1) for l in layers]
 
 
-def token_alignment(hidden_states, first_turn, examples) -> torch.Tensor:
+def token_alignment(hidden_states, first_turn, examples, views=("de", "image")) -> torch.Tensor:
     """Chamfer distance, at every layer, between the first-turn token states of a scene's German (or image)
     view and its English view, the English side detached.
 
@@ -212,18 +213,91 @@ def token_alignment(hidden_states, first_turn, examples) -> torch.Tensor:
         index.setdefault(ex.group, {})[ex.view] = i
     states = torch.stack(hidden_states)  # (layers, batch, seq, hidden): all layers in one cdist per pair
     terms = []
-    for views in index.values():
-        if "en" not in views:
+    for by_view in index.values():
+        if "en" not in by_view:
             continue
-        b_i = views["en"]
+        b_i = by_view["en"]
         b = states[:, b_i, first_turn[b_i]].detach().float()
         scale = b.pow(2).sum(-1).mean(-1).clamp_min(1e-6)[:, None, None]  # per layer
-        for view in ("de", "image"):
-            if view in views:
-                a_i = views[view]
+        for view in views:
+            if view in by_view:
+                a_i = by_view[view]
                 d = torch.cdist(states[:, a_i, first_turn[a_i]].float(), b).pow(2) / scale
                 terms.append(d.min(2).values.mean(1) + d.min(1).values.mean(1))  # (layers,)
     return torch.cat(terms).mean() if terms else states.new_zeros(())
+
+
+def transport_plan(cost: torch.Tensor, log_a: torch.Tensor, log_b: torch.Tensor, eps: float = 0.05,
+                   max_iters: int = 1000, tol: float = 1e-3) -> torch.Tensor:
+    """Entropic optimal transport (log-domain Sinkhorn): cost (..., n, m), log masses log_a (..., n) and
+    log_b (..., m) (padding: a very negative log mass) -> plan (..., n, m) with those marginals (rows to
+    `tol`, columns exactly). Runs to convergence at eps 1, 0.5, 0.25, 0.1, then `eps`, each stage starting
+    from the last (eps scaling): with costs ~40x eps, plain Sinkhorn needs over 1000 iterations, and
+    stopping it early leaves a plan that is nearly nearest-neighbour, i.e. the Chamfer match."""
+    f, g = torch.zeros_like(log_a), torch.zeros_like(log_b)
+    for e in sorted({1.0, 0.5, 0.25, 0.1, eps}, reverse=True):
+        for it in range(max_iters):
+            f = e * (log_a - torch.logsumexp((g[..., None, :] - cost) / e, dim=-1))
+            g = e * (log_b - torch.logsumexp((f[..., :, None] - cost) / e, dim=-2))
+            if it % 10 == 9:  # columns are exact after the g step; check the rows
+                rows = torch.exp((f[..., :, None] + g[..., None, :] - cost) / e).sum(-1)
+                if (rows - log_a.exp()).abs().max() < tol:
+                    break
+    return torch.exp((f[..., :, None] + g[..., None, :] - cost) / eps)
+
+
+def uniform_log_mass(mask: torch.Tensor) -> torch.Tensor:
+    """Log of uniform masses over the True entries of mask (..., n); -1e4 (no mass) on padding."""
+    return torch.where(mask, -mask.sum(-1, keepdim=True).float().log(), torch.full(mask.shape, -1e4))
+
+
+def image_transport(hidden_states, first_turn, examples, targets: dict[int, torch.Tensor]) -> torch.Tensor:
+    """Optimal-transport cost, at every layer, between the first-turn token states of each image (or image +
+    edit) example and `targets[i]`, the (layers, tokens, hidden) states of the full English caption of the
+    scene it means (computed without gradient).
+
+    Why not the Chamfer term alone: it is zero when every image token sits on SOME English token, and the
+    trained MLLM met it by putting most image tokens on "a", "on" and "background" (`x2i shapes probe`):
+    no token stood for the shape or the position, and several "a"-like tokens read to the teacher like two
+    objects. Transport with uniform masses matches the sets one to one (a word used once in the caption
+    can absorb only its share of image tokens), which is how FLUX's joint attention sees text tokens: as a
+    set, without positions. The plan is computed without gradient; the cost carries it. Squared distances
+    are divided by the English states' mean squared norm so that every layer counts alike. All examples
+    and layers go through Sinkhorn at once, padded.
+    """
+    states = torch.stack(hidden_states)  # (layers, batch, seq, hidden)
+    if not targets:
+        return states.new_zeros(())
+    rows = [states[:, i, first_turn[i]].float() for i in targets]  # (layers, n_i, hidden)
+    cols = [t.float() for t in targets.values()]  # (layers, m_i, hidden)
+    n, m = max(r.shape[1] for r in rows), max(c.shape[1] for c in cols)
+    a = torch.stack([F.pad(r, (0, 0, 0, n - r.shape[1])) for r in rows])  # (E, layers, n, hidden)
+    b = torch.stack([F.pad(c, (0, 0, 0, m - c.shape[1])) for c in cols])
+    mask_a = torch.stack([torch.arange(n) < r.shape[1] for r in rows])[:, None].expand(-1, a.shape[1], -1)
+    mask_b = torch.stack([torch.arange(m) < c.shape[1] for c in cols])[:, None].expand(-1, b.shape[1], -1)
+    scale = (b.pow(2).sum(-1) * mask_b).sum(-1) / mask_b.sum(-1)  # (E, layers)
+    cost = torch.cdist(a, b).pow(2) / scale.clamp_min(1e-6)[..., None, None]
+    cost = cost * (mask_a[..., :, None] & mask_b[..., None, :])
+    with torch.no_grad():
+        plan = transport_plan(cost, uniform_log_mass(mask_a), uniform_log_mass(mask_b))
+    return (plan * cost).sum((-2, -1)).mean()
+
+
+def full_caption_states(model, enc, examples) -> dict[int, torch.Tensor]:
+    """For each image / edit example: the first-turn states (layers, tokens, hidden) of the full English
+    caption of the scene it means, from the model being trained, without gradient."""
+    from .world import caption
+
+    which = [i for i, ex in enumerate(examples) if ex.view in ("image", "edit") and ex.meaning is not None]
+    if not which:
+        return {}
+    texts = [Example(None, caption(examples[i].meaning, "en", full=True), "", "", 0, "en") for i in which]
+    inputs, _, first_turn = encode_examples(enc, texts)
+    with torch.no_grad():
+        model.model.rope_deltas = None
+        hs = model(**inputs, output_hidden_states=True, use_cache=False, return_dict=True).hidden_states
+    states = torch.stack(hs)
+    return {i: states[:, k, first_turn[k]] for k, i in enumerate(which)}
 
 
 def save(model, tokenizer, image_processor, out):
@@ -235,7 +309,7 @@ def save(model, tokenizer, image_processor, out):
 
 def train(out: str, steps: int = 3000, n_scenes: int = 12, lr: float = 2e-3, seed: int = 0, threads: int = 1,
           contrastive_weight: float = 1.0, token_weight: float = 0.0, n_words: int = 0, init: str | None = None,
-          max_minutes: float = 1e9, log=print) -> dict:
+          max_minutes: float = 1e9, image_transport_weight: float = 0.0, log=print) -> dict:
     """Train (from scratch, or continue `init`) and save; checkpoints every 250 steps."""
     from transformers import Qwen2_5_VLForConditionalGeneration
 
@@ -261,6 +335,8 @@ def train(out: str, steps: int = 3000, n_scenes: int = 12, lr: float = 2e-3, see
     step = 0
     for step in range(steps):
         examples = make_batch(rng, n_scenes, n_words=n_words)
+        # targets first: this forward pass resets rope_deltas like the training one below
+        targets = full_caption_states(model, enc, examples) if image_transport_weight else {}
         inputs, labels, first_turn = encode_examples(enc, examples)
         model.model.rope_deltas = None
         out_ = model(**inputs, output_hidden_states=True, use_cache=False, return_dict=True)
@@ -268,8 +344,12 @@ def train(out: str, steps: int = 3000, n_scenes: int = 12, lr: float = 2e-3, see
         lm = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100)
         groups = torch.tensor([ex.group for ex in examples])
         con = sum(contrastive(v, groups) for v in first_turn_means(out_.hidden_states, first_turn, layers)) / len(layers)
-        tok = token_alignment(out_.hidden_states, first_turn, examples) if token_weight else torch.zeros(())
-        loss = lm + contrastive_weight * con + token_weight * tok
+        # with the transport term on, the image views leave the Chamfer term (transport is the stricter match)
+        chamfer_views = ("de",) if image_transport_weight else ("de", "image")
+        tok = token_alignment(out_.hidden_states, first_turn, examples, chamfer_views) if token_weight else torch.zeros(())
+        ot = (image_transport(out_.hidden_states, first_turn, examples, targets) if image_transport_weight
+              else torch.zeros(()))
+        loss = lm + contrastive_weight * con + token_weight * tok + image_transport_weight * ot
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -277,7 +357,7 @@ def train(out: str, steps: int = 3000, n_scenes: int = 12, lr: float = 2e-3, see
         sched.step()
         if step % 25 == 0:
             log(f"mllm step {step} lm {lm.item():.4f} contrastive {con.item():.4f} token {tok.item():.4f} "
-                f"wall {time.time() - t0:.0f}s")
+                f"transport {ot.item():.4f} wall {time.time() - t0:.0f}s")
         if step % 250 == 249:
             save(model, tokenizer, image_processor, out)
         if (time.time() - t0) / 60 >= max_minutes:
@@ -287,7 +367,8 @@ def train(out: str, steps: int = 3000, n_scenes: int = 12, lr: float = 2e-3, see
     stats = {"steps": step + 1, "scenes_per_step": n_scenes, "lr": lr, "threads": threads,
              "cpu_s": time.process_time() - c0, "wall_s": time.time() - t0, "final_lm": lm.item(),
              "final_contrastive": con.item(), "token_weight": token_weight, "final_token": tok.item(),
-             "words_per_step": n_words}
+             "words_per_step": n_words, "image_transport_weight": image_transport_weight,
+             "final_image_transport": ot.item()}
     if init:
         previous = Path(init, "train_stats.json")
         stats["continued_from"] = json.loads(previous.read_text()) if previous.exists() else init
@@ -308,9 +389,10 @@ def main(argv=None):
     p.add_argument("--init", default=None)
     p.add_argument("--token-weight", type=float, default=0.0)
     p.add_argument("--words", type=int, default=0)
+    p.add_argument("--image-transport-weight", type=float, default=0.0)
     a = p.parse_args(argv)
     train(a.out, a.steps, a.scenes, a.lr, a.seed, a.threads, token_weight=a.token_weight, n_words=a.words, init=a.init,
-          max_minutes=a.max_minutes)
+          max_minutes=a.max_minutes, image_transport_weight=a.image_transport_weight)
 
 
 if __name__ == "__main__":
