@@ -65,8 +65,9 @@ def perturb_hidden_states(hidden_states: torch.Tensor, mask: torch.Tensor, scale
 
     Why: English prompts fill only a few directions of the encoder's hidden space, so an AlignNet trained
     on them leaves its weights on every other direction at their random init, and a German or image prompt,
-    which differs from English partly in those directions, gets amplified. Noise in all directions is a penalty on the AlignNet's sensitivity to them
-    (for small noise, the same as an L2 penalty on its input Jacobian), whatever the optimizer does.
+    which differs from English partly in those directions, gets amplified. Noise in all directions is a
+    penalty on the AlignNet's sensitivity to them (for small noise, the same as an L2 penalty on its input
+    Jacobian), whatever the optimizer does.
     """
     if scale <= 0:
         return hidden_states

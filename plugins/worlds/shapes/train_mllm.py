@@ -231,11 +231,12 @@ def transport_plan(cost: torch.Tensor, log_a: torch.Tensor, log_b: torch.Tensor,
                    max_iters: int = 1000, tol: float = 1e-3) -> torch.Tensor:
     """Entropic optimal transport (log-domain Sinkhorn): cost (..., n, m), log masses log_a (..., n) and
     log_b (..., m) (padding: a very negative log mass) -> plan (..., n, m) with those marginals (rows to
-    `tol`, columns exactly). Runs to convergence at eps 1, 0.5, 0.25, 0.1, then `eps`, each stage starting
-    from the last (eps scaling): with costs ~40x eps, plain Sinkhorn needs over 1000 iterations, and
-    stopping it early leaves a plan that is nearly nearest-neighbour, i.e. the Chamfer match."""
+    `tol`, columns exactly). Runs to convergence at each of eps 1, 0.5, 0.25, 0.1 above `eps`, then at `eps`,
+    each stage starting from the last (eps scaling). Why: at eps 0.05, Sinkhorn from zero took about 4x as
+    long on a real training batch (1.27 s vs 0.34 s), and cut off after 60 iterations it left plans far from
+    the marginals, close to nearest-neighbour, i.e. the Chamfer match."""
     f, g = torch.zeros_like(log_a), torch.zeros_like(log_b)
-    for e in sorted({1.0, 0.5, 0.25, 0.1, eps}, reverse=True):
+    for e in [x for x in (1.0, 0.5, 0.25, 0.1) if x > eps] + [eps]:
         for it in range(max_iters):
             f = e * (log_a - torch.logsumexp((g[..., None, :] - cost) / e, dim=-1))
             g = e * (log_b - torch.logsumexp((f[..., :, None] - cost) / e, dim=-2))
@@ -248,7 +249,7 @@ def transport_plan(cost: torch.Tensor, log_a: torch.Tensor, log_b: torch.Tensor,
 
 def uniform_log_mass(mask: torch.Tensor) -> torch.Tensor:
     """Log of uniform masses over the True entries of mask (..., n); -1e4 (no mass) on padding."""
-    return torch.where(mask, -mask.sum(-1, keepdim=True).float().log(), torch.full(mask.shape, -1e4))
+    return torch.where(mask, -mask.sum(-1, keepdim=True).float().log(), torch.full(mask.shape, -1e4, device=mask.device))
 
 
 def image_transport(hidden_states, first_turn, examples, targets: dict[int, torch.Tensor]) -> torch.Tensor:
@@ -273,8 +274,8 @@ def image_transport(hidden_states, first_turn, examples, targets: dict[int, torc
     n, m = max(r.shape[1] for r in rows), max(c.shape[1] for c in cols)
     a = torch.stack([F.pad(r, (0, 0, 0, n - r.shape[1])) for r in rows])  # (E, layers, n, hidden)
     b = torch.stack([F.pad(c, (0, 0, 0, m - c.shape[1])) for c in cols])
-    mask_a = torch.stack([torch.arange(n) < r.shape[1] for r in rows])[:, None].expand(-1, a.shape[1], -1)
-    mask_b = torch.stack([torch.arange(m) < c.shape[1] for c in cols])[:, None].expand(-1, b.shape[1], -1)
+    mask_a = torch.stack([torch.arange(n, device=a.device) < r.shape[1] for r in rows])[:, None].expand(-1, a.shape[1], -1)
+    mask_b = torch.stack([torch.arange(m, device=b.device) < c.shape[1] for c in cols])[:, None].expand(-1, b.shape[1], -1)
     scale = (b.pow(2).sum(-1) * mask_b).sum(-1) / mask_b.sum(-1)  # (E, layers)
     cost = torch.cdist(a, b).pow(2) / scale.clamp_min(1e-6)[..., None, None]
     cost = cost * (mask_a[..., :, None] & mask_b[..., None, :])
