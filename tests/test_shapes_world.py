@@ -133,6 +133,92 @@ def test_image_transport_matches_token_sets_one_to_one():
     assert x.grad[0].abs().sum() == 0 and x.grad[1].abs().sum() > 0
 
 
+def test_object_assignment_gives_each_cell_a_caption_word_from_the_scene():
+    from x2i_plugins.worlds.shapes.object_targets import caption_word_roles, cell_coverage, object_assignment
+    from x2i_plugins.worlds.shapes.world import Scene, Shape
+
+    one = Scene("white", (Shape("circle", "red", "large", "top left"),))
+    coverage = cell_coverage(one)
+    assert coverage.shape == (1, 16) and coverage[0, 0] > 0.3 and coverage[0, 15] == 0  # raster order
+    words = caption(one, "en", full=True).split()
+    image = ["<|im_start|>", "user", "<|vision_start|>"] + ["<|image_pad|>"] * 16 + ["<|vision_end|>", "<|im_end|>"]
+    text = ["<|im_start|>", "user"] + words + ["<|im_end|>"]
+    index = object_assignment(one, image, text)
+    assert len(index) == len(image) and index[:2] == [0, 1] and index[-1] == len(text) - 1
+    assert text[index[2]] == "a" and text[index[19]] == "background"
+    cells = [text[j] for j in index[3:19]]
+    own = [c for c in range(16) if coverage[0, c] > 0]
+    assert [cells[c] for c in own[:4]] == ["circle", "red", "large", "top"]  # the object's cells, raster order
+    assert set(cells) == set(words)  # every caption word has an image token
+    assert {cells[c] for c in range(16) if coverage[0, c] == 0} >= {"white", "background"}
+    two = Scene("black", (Shape("square", "blue", "small", "top right"), Shape("triangle", "green", "large", "bottom left")))
+    roles = caption_word_roles(caption(two, "en", full=True).split(), 2)
+    assert ("shape", 0) in roles and ("shape", 1) in roles and roles[-2:] == [("background", -1)] * 2
+    with pytest.raises(ValueError, match="2"):
+        caption_word_roles(words, 2)
+    with pytest.raises(ValueError, match="chat template"):
+        object_assignment(one, image, ["<|im_start|>", "assistant"] + words + ["<|im_end|>"])
+    with pytest.raises(ValueError, match="16 image tokens"):
+        object_assignment(one, image[:5] + image[7:], text)
+
+
+def test_object_regression_is_zero_on_target_and_trains_the_image_side():
+    import torch
+
+    from x2i_plugins.worlds.shapes.object_targets import object_regression
+
+    torch.manual_seed(0)
+    caption_states = torch.randn(2, 4, 8)  # (layers, tokens, hidden)
+    index = [0, 1, 1, 2, 3]
+    first_turn = torch.ones(1, 5, dtype=torch.bool)
+    on_target = [caption_states[l, index][None] for l in range(2)]
+    assert object_regression(on_target, first_turn, {0: index}, {0: caption_states}).item() < 1e-6
+    shuffled = [caption_states[l, [3, 2, 1, 1, 0]][None].requires_grad_(True) for l in range(2)]
+    loss = object_regression(shuffled, first_turn, {0: index}, {0: caption_states})
+    loss.backward()
+    assert loss.item() > 0.1 and all(s.grad.abs().sum() > 0 for s in shuffled)
+
+
+def test_to_fp16_halves_float32_weights_in_place(tmp_path):
+    import json
+
+    import torch
+    from click.testing import CliRunner
+    from safetensors.torch import load_file, save_file
+
+    from x2i_cli.main import _add_plugin_commands, cli
+
+    _add_plugin_commands()  # `x2i shapes` comes from the world's plugin, as in the console script
+    folder = tmp_path / "model" / "sub"
+    folder.mkdir(parents=True)
+    weight = torch.randn(4, 3)
+    save_file({"w": weight, "steps": torch.arange(3)}, folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps({"dtype": "float32", "vision_config": {"dtype": "float32"}}))
+    result = CliRunner().invoke(cli, ["shapes", "to-fp16", str(tmp_path / "model")])
+    assert result.exit_code == 0 and "model.safetensors" in result.output, result.output
+    loaded = load_file(folder / "model.safetensors")
+    assert loaded["w"].dtype == torch.float16 and loaded["steps"].dtype == torch.int64
+    assert torch.equal(loaded["w"], weight.half())
+    assert json.loads((folder / "config.json").read_text()) == {"dtype": "float16", "vision_config": {"dtype": "float16"}}
+    again = CliRunner().invoke(cli, ["shapes", "to-fp16", str(tmp_path / "model")])
+    assert again.exit_code == 0 and again.output == ""  # nothing left to halve
+    assert CliRunner().invoke(cli, ["shapes", "to-fp16", str(tmp_path / "missing")]).exit_code != 0
+
+
+@shipped
+def test_shipped_weights_are_fp16():
+    from safetensors import safe_open
+
+    from x2i_plugins.worlds.shapes import ALIGNNET_DIR
+
+    weights = ALIGNNET_DIR.parent
+    files = list(weights.rglob("*.safetensors"))
+    assert files
+    for path in files:
+        with safe_open(str(path), "pt") as f:
+            assert {f.get_slice(k).get_dtype() for k in f.keys()} <= {"F16", "I64"}, path
+
+
 def test_train_mllm_continues_a_saved_model(tmp_path):
     import json
 
@@ -140,8 +226,8 @@ def test_train_mllm_continues_a_saved_model(tmp_path):
 
     train(str(tmp_path / "a"), steps=2, n_scenes=2, log=lambda *_: None)
     stats = train(str(tmp_path / "b"), steps=2, n_scenes=2, token_weight=1.0, init=str(tmp_path / "a"),
-                  log=lambda *_: None)
-    assert stats["final_token"] > 0 and stats["continued_from"]["steps"] == 2
+                  object_weight=1.0, log=lambda *_: None)
+    assert stats["final_token"] > 0 and stats["final_object"] > 0 and stats["continued_from"]["steps"] == 2
     assert json.loads((tmp_path / "b" / "train_stats.json").read_text())["token_weight"] == 1.0
 
 
@@ -150,8 +236,9 @@ def test_probe_command_reports_retrieval_and_image_token_words():
 
     from click.testing import CliRunner
 
-    from x2i_cli.main import cli
+    from x2i_cli.main import _add_plugin_commands, cli
 
+    _add_plugin_commands()
     result = CliRunner().invoke(cli, ["shapes", "probe", "-n", "4"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.output[result.output.index("{"):])

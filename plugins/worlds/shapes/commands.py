@@ -130,13 +130,28 @@ def train_teacher_cmd(vae, out, steps, batch, seed, max_minutes, init, t_samplin
 @click.option("--image-transport-weight", default=0.0, show_default=True,
               help="Weight of the optimal-transport term that matches image token states, as a set, one to one "
                    "with the full English caption's (the image views then leave the --token-weight term).")
+@click.option("--object-weight", default=0.0, show_default=True,
+              help="Weight of the object-level term: each image token's states pulled onto the caption word its "
+                   "cell stands for (object cells: shape, colour, size, position; others: background).")
 @click.option("--max-minutes", type=float, default=1e9, help="Stop (and save) after this wall time.")
-def train_mllm_cmd(out, steps, seed, lr, init, token_weight, words, image_transport_weight, max_minutes):
+def train_mllm_cmd(out, steps, seed, lr, init, token_weight, words, image_transport_weight, object_weight,
+                   max_minutes):
     """Train the small Qwen2.5-VL on the world (captioning EN/DE, translation, QA, edits, contrastive)."""
     from .train_mllm import train
 
     train(out, steps, lr=lr, seed=seed, token_weight=token_weight, n_words=words, init=init,
-          max_minutes=max_minutes, image_transport_weight=image_transport_weight)
+          max_minutes=max_minutes, image_transport_weight=image_transport_weight, object_weight=object_weight)
+
+
+@shapes.command("to-fp16")
+@click.argument("folders", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+def to_fp16_cmd(folders):
+    """Store the weights of trained FOLDERS in fp16, in place (how the shipped weights are kept)."""
+    from .half import halve_folder
+
+    for folder in folders:
+        for path in halve_folder(folder):
+            click.echo(f"fp16: {path}")
 
 
 @shapes.command("write-prompts")

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .schedule import warmup_cosine
+from .object_targets import object_assignment, object_regression
 from .mllm_tasks import ASK_DE, ASK_EN, QUESTIONS, Example, edit_instruction, scene_examples, word_examples
 from .world import SHAPES, COLOURS, BACKGROUNDS, DE_COLOUR, DE_SHAPE, DE_BG, DE_POS, render, sample_scene
 
@@ -284,21 +285,23 @@ def image_transport(hidden_states, first_turn, examples, targets: dict[int, torc
     return (plan * cost).sum((-2, -1)).mean()
 
 
-def full_caption_states(model, enc, examples) -> dict[int, torch.Tensor]:
-    """For each image / edit example: the first-turn states (layers, tokens, hidden) of the full English
-    caption of the scene it means, from the model being trained, without gradient."""
+def full_caption_states(model, enc, examples, views=("image", "edit")):
+    """For each example of `views`: the first-turn states (layers, tokens, hidden) of the full English
+    caption of the scene it means, from the model being trained, without gradient; and those tokens."""
     from .world import caption
 
-    which = [i for i, ex in enumerate(examples) if ex.view in ("image", "edit") and ex.meaning is not None]
+    which = [i for i, ex in enumerate(examples) if ex.view in views and ex.meaning is not None]
     if not which:
-        return {}
+        return {}, {}
     texts = [Example(None, caption(examples[i].meaning, "en", full=True), "", "", 0, "en") for i in which]
     inputs, _, first_turn = encode_examples(enc, texts)
     with torch.no_grad():
         model.model.rope_deltas = None
         hs = model(**inputs, output_hidden_states=True, use_cache=False, return_dict=True).hidden_states
     states = torch.stack(hs)
-    return {i: states[:, k, first_turn[k]] for k, i in enumerate(which)}
+    ids = inputs["input_ids"]
+    return ({i: states[:, k, first_turn[k]] for k, i in enumerate(which)},
+            {i: enc.tokenizer.convert_ids_to_tokens(ids[k][first_turn[k]].tolist()) for k, i in enumerate(which)})
 
 
 def save(model, tokenizer, image_processor, out):
@@ -310,7 +313,8 @@ def save(model, tokenizer, image_processor, out):
 
 def train(out: str, steps: int = 3000, n_scenes: int = 12, lr: float = 2e-3, seed: int = 0, threads: int = 1,
           contrastive_weight: float = 1.0, token_weight: float = 0.0, n_words: int = 0, init: str | None = None,
-          max_minutes: float = 1e9, image_transport_weight: float = 0.0, log=print) -> dict:
+          max_minutes: float = 1e9, image_transport_weight: float = 0.0, object_weight: float = 0.0,
+          log=print) -> dict:
     """Train (from scratch, or continue `init`) and save; checkpoints every 250 steps."""
     from transformers import Qwen2_5_VLForConditionalGeneration
 
@@ -336,21 +340,31 @@ def train(out: str, steps: int = 3000, n_scenes: int = 12, lr: float = 2e-3, see
     step = 0
     for step in range(steps):
         examples = make_batch(rng, n_scenes, n_words=n_words)
-        # targets first: this forward pass resets rope_deltas like the training one below
-        targets = full_caption_states(model, enc, examples) if image_transport_weight else {}
+        # targets first: this forward pass resets rope_deltas like the training one below. With the object
+        # term on, image views take it and only edits (whose image is not the scene they mean) take transport.
+        target_views = ("image",) if object_weight else ()
+        if image_transport_weight:
+            target_views += ("edit",) if object_weight else ("image", "edit")
+        targets, caption_tokens = full_caption_states(model, enc, examples, target_views)
         inputs, labels, first_turn = encode_examples(enc, examples)
+        image_tokens = lambda i: enc.tokenizer.convert_ids_to_tokens(inputs["input_ids"][i][first_turn[i]].tolist())
+        assignments = {i: object_assignment(examples[i].image, image_tokens(i), caption_tokens[i])
+                       for i, ex in enumerate(examples) if object_weight and ex.view == "image"}
         model.model.rope_deltas = None
         out_ = model(**inputs, output_hidden_states=True, use_cache=False, return_dict=True)
         logits = out_.logits[:, :-1]
         lm = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100)
         groups = torch.tensor([ex.group for ex in examples])
         con = sum(contrastive(v, groups) for v in first_turn_means(out_.hidden_states, first_turn, layers)) / len(layers)
-        # with the transport term on, the image views leave the Chamfer term (transport is the stricter match)
-        chamfer_views = ("de",) if image_transport_weight else ("de", "image")
+        # with the transport or object term on, the image views leave the Chamfer term (both are stricter)
+        chamfer_views = ("de",) if image_transport_weight or object_weight else ("de", "image")
         tok = token_alignment(out_.hidden_states, first_turn, examples, chamfer_views) if token_weight else torch.zeros(())
-        ot = (image_transport(out_.hidden_states, first_turn, examples, targets) if image_transport_weight
+        transport_targets = {i: t for i, t in targets.items() if i not in assignments}
+        ot = (image_transport(out_.hidden_states, first_turn, examples, transport_targets) if image_transport_weight
               else torch.zeros(()))
-        loss = lm + contrastive_weight * con + token_weight * tok + image_transport_weight * ot
+        obj = (object_regression(out_.hidden_states, first_turn, assignments, targets) if object_weight
+               else torch.zeros(()))
+        loss = lm + contrastive_weight * con + token_weight * tok + image_transport_weight * ot + object_weight * obj
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -358,7 +372,7 @@ def train(out: str, steps: int = 3000, n_scenes: int = 12, lr: float = 2e-3, see
         sched.step()
         if step % 25 == 0:
             log(f"mllm step {step} lm {lm.item():.4f} contrastive {con.item():.4f} token {tok.item():.4f} "
-                f"transport {ot.item():.4f} wall {time.time() - t0:.0f}s")
+                f"transport {ot.item():.4f} object {obj.item():.4f} wall {time.time() - t0:.0f}s")
         if step % 250 == 249:
             save(model, tokenizer, image_processor, out)
         if (time.time() - t0) / 60 >= max_minutes:
@@ -369,7 +383,7 @@ def train(out: str, steps: int = 3000, n_scenes: int = 12, lr: float = 2e-3, see
              "cpu_s": time.process_time() - c0, "wall_s": time.time() - t0, "final_lm": lm.item(),
              "final_contrastive": con.item(), "token_weight": token_weight, "final_token": tok.item(),
              "words_per_step": n_words, "image_transport_weight": image_transport_weight,
-             "final_image_transport": ot.item()}
+             "final_image_transport": ot.item(), "object_weight": object_weight, "final_object": obj.item()}
     if init:
         previous = Path(init, "train_stats.json")
         stats["continued_from"] = json.loads(previous.read_text()) if previous.exists() else init
@@ -391,9 +405,10 @@ def main(argv=None):
     p.add_argument("--token-weight", type=float, default=0.0)
     p.add_argument("--words", type=int, default=0)
     p.add_argument("--image-transport-weight", type=float, default=0.0)
+    p.add_argument("--object-weight", type=float, default=0.0)
     a = p.parse_args(argv)
     train(a.out, a.steps, a.scenes, a.lr, a.seed, a.threads, token_weight=a.token_weight, n_words=a.words, init=a.init,
-          max_minutes=a.max_minutes, image_transport_weight=a.image_transport_weight)
+          max_minutes=a.max_minutes, image_transport_weight=a.image_transport_weight, object_weight=a.object_weight)
 
 
 if __name__ == "__main__":
