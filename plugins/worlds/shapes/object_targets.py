@@ -71,9 +71,9 @@ def object_assignment(scene: Scene, image_tokens: list[str], caption_tokens: lis
     <|vision_start|> takes the caption's first word, <|vision_end|> its last ("background")."""
     start, end = image_tokens.index("<|vision_start|>"), image_tokens.index("<|vision_end|>")
     tail = len(image_tokens) - end - 1
-    if image_tokens[:start] != caption_tokens[:start] or image_tokens[end + 1:] != caption_tokens[-tail:]:
-        raise ValueError("the image prompt and the caption do not share the chat template")
     first, last = start, len(caption_tokens) - tail  # caption words: caption_tokens[first:last]
+    if image_tokens[:start] != caption_tokens[:start] or image_tokens[end + 1:] != caption_tokens[last:]:
+        raise ValueError("the image prompt and the caption do not share the chat template")
     cells = end - start - 1
     if cells != GRID * GRID:
         raise ValueError(f"expected {GRID * GRID} image tokens (a 64x64 image), got {cells}")
