@@ -7,8 +7,9 @@ term let image tokens settle on any English token ("a", "on", "background": `x2i
 optimal transport leaves the choice of partner to the current states. Here the partner is fixed by the
 scene: the 16 image tokens are a 4x4 grid of 16x16-pixel cells (Qwen merges 2x2 patches of 8 pixels, in
 raster order), the cells an object covers take that object's words in raster order (shape first, then
-colour, size and position; words left over go to the free cells nearest the object), the other cells take the rest of the
-caption (background colour first), so every caption word has an image token that stands for it.
+colour, size and position; words left over go to the free cells nearest the object), the other cells take
+the rest of the caption (background colour first), so every caption word has an image token that stands
+for it.
 """
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .world import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZE, Scene, shape_polygon
+from .world import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZE, SIZES, Scene, shape_polygon
 
 GRID = 4  # image tokens per side for a 64x64 image: 8-pixel patches, 2x2 merged
 POSITION_WORDS = {w for p in POSITIONS for w in p.split()}
-SIZE_WORDS = {"small", "large"}
+SIZE_WORDS = set(SIZES)  # full captions use the canonical size word
 ROLE_ORDER = ("shape", "colour", "size", "position")  # what an object's cells stand for, most important first
 
 
@@ -30,7 +31,8 @@ def cell_coverage(scene: Scene, grid: int = GRID) -> np.ndarray:
     for s in scene.shapes:
         mask = Image.new("L", (SIZE, SIZE), 0)
         kind, pts = shape_polygon(s)
-        (ImageDraw.Draw(mask).ellipse if kind == "ellipse" else ImageDraw.Draw(mask).polygon)(pts, fill=1)
+        draw = ImageDraw.Draw(mask)
+        (draw.ellipse if kind == "ellipse" else draw.polygon)(pts, fill=1)
         cell = SIZE // grid
         m = np.asarray(mask, dtype=np.float32).reshape(grid, cell, grid, cell)
         out.append(m.mean((1, 3)).reshape(-1))
@@ -88,7 +90,8 @@ def object_assignment(scene: Scene, image_tokens: list[str], caption_tokens: lis
     for k in range(len(scene.shapes)):
         # every cell with a pixel of the object is its own, taken in raster order: both are plain to see in
         # the patches. Ranking cells by coverage was tried first: an object's cells often cover nearly equal
-        # shares, so which cell stood for the shape was hard to see, and no image token came to (probe).
+        # shares, so which cell stood for the shape was hard to see, and the probe found no image token
+        # standing for the shape.
         own = [c for c in range(cells) if coverage[k, c] > 0]
         words = words_of(k)
         for j, c in enumerate(own):

@@ -6,7 +6,9 @@ first user turn for the image, English and German views of the same scene (and o
 instruction" with the edited scene) + optionally a token-level term (`token_alignment`) that puts every
 German and image token state near some English token state of the same scene + optionally a transport
 term (`image_transport`) that makes the image (and image + edit) token states, as a set, match the states
-of the full English caption one to one. Held-out colour+shape pairs never appear, edits included.
+of the full English caption one to one + optionally an object-level term (`object_targets`) that pulls
+each image token's states onto the caption word its cell stands for. Held-out colour+shape pairs never
+appear, edits included.
 
 python -m x2i_plugins.worlds.shapes.train_mllm --out DIR [--steps N]
 """
@@ -337,14 +339,17 @@ def train(out: str, steps: int = 3000, n_scenes: int = 12, lr: float = 2e-3, see
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: warmup_cosine(s, steps, (time.time() - t0) / 60, max_minutes, warm))
     rng = random.Random(seed)
+    # views that need the full caption's states: with the object term on, image views take it and only edits
+    # (whose image is not the scene they mean) take transport
+    target_views = ("image",) if object_weight else ()
+    if image_transport_weight:
+        target_views += ("edit",) if object_weight else ("image", "edit")
+    # with the transport or object term on, the image views leave the Chamfer term (both are stricter)
+    chamfer_views = ("de",) if image_transport_weight or object_weight else ("de", "image")
     step = 0
     for step in range(steps):
         examples = make_batch(rng, n_scenes, n_words=n_words)
-        # targets first: this forward pass resets rope_deltas like the training one below. With the object
-        # term on, image views take it and only edits (whose image is not the scene they mean) take transport.
-        target_views = ("image",) if object_weight else ()
-        if image_transport_weight:
-            target_views += ("edit",) if object_weight else ("image", "edit")
+        # targets first: this forward pass resets rope_deltas like the training one below
         targets, caption_tokens = full_caption_states(model, enc, examples, target_views)
         inputs, labels, first_turn = encode_examples(enc, examples)
         image_tokens = lambda i: enc.tokenizer.convert_ids_to_tokens(inputs["input_ids"][i][first_turn[i]].tolist())
@@ -356,8 +361,6 @@ def train(out: str, steps: int = 3000, n_scenes: int = 12, lr: float = 2e-3, see
         lm = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100)
         groups = torch.tensor([ex.group for ex in examples])
         con = sum(contrastive(v, groups) for v in first_turn_means(out_.hidden_states, first_turn, layers)) / len(layers)
-        # with the transport or object term on, the image views leave the Chamfer term (both are stricter)
-        chamfer_views = ("de",) if image_transport_weight or object_weight else ("de", "image")
         tok = token_alignment(out_.hidden_states, first_turn, examples, chamfer_views) if token_weight else torch.zeros(())
         transport_targets = {i: t for i, t in targets.items() if i not in assignments}
         ot = (image_transport(out_.hidden_states, first_turn, examples, transport_targets) if image_transport_weight
