@@ -32,7 +32,9 @@ D = AlignConfig()  # defaults shown in --help come from the one dataclass
 @click.option("-o", "--output", "output", default=None, metavar="DIR",
               help="Output folder: the final AlignNet (config.json + safetensors, loadable with --aligner DIR), "
                    "x2i_align.json (what it was trained for), train_log.csv and checkpoints/.")
-@click.option("--init", default=None, metavar="DIR", help="Start from an existing AlignNet folder instead of random weights.")
+@click.option("--init", default=None, metavar="DIR",
+              help="Start from an existing AlignNet folder instead of random weights; its architecture (fusion, "
+                   "skip and context layers, token kernel) is kept and the options for a new AlignNet are ignored.")
 @click.option("--steps", type=int, default=D.steps, show_default=True,
               help="Optimizer updates (the paper reports 98.2%% of the teacher after 8K; the reference ran 45-57K).")
 @click.option("--batch-size", type=int, default=D.batch_size, show_default=True, help="Prompts per process per micro-step.")

@@ -112,6 +112,24 @@ def test_resume_refuses_another_alignnet_architecture(world, tmp_path):
     assert not (tmp_path / "o" / "config.json").exists()
 
 
+def test_init_decides_the_architecture_and_the_record_says_so(world, tmp_path, capsys):
+    import json
+
+    run_alignment(tiny_config(world, tmp_path / "first", steps=2, fusion="scale", context_layers=1))
+    capsys.readouterr()
+    # the continuation names no architecture options: it keeps --init's, and its record and resume say so
+    run_alignment(tiny_config(world, tmp_path / "second", steps=4, checkpoint_every=2, stop_after=2,
+                              init=str(tmp_path / "first")))
+    assert "architecture comes from --init: --fusion conv -> scale, --context-layers 0 -> 1" in capsys.readouterr().out
+    saved = json.loads(next((tmp_path / "second" / "checkpoints").glob("*/state.json")).read_text())["config"]
+    assert saved["fusion"] == "scale" and saved["context_layers"] == 1
+    run_alignment(tiny_config(world, tmp_path / "second", steps=4, checkpoint_every=2, resume="latest",
+                              init=str(tmp_path / "first")))
+    recorded = json.loads((tmp_path / "second" / "x2i_align.json").read_text())["config"]
+    config = json.loads((tmp_path / "second" / "config.json").read_text())
+    assert recorded["fusion"] == config["fusion"] == "scale" and recorded["context_layers"] == config["context_layers"] == 1
+
+
 def test_sigterm_saves_a_checkpoint_and_resume_matches(world, tmp_path):
     """A real process, signalled mid-run: it checkpoints and exits 0; --resume then follows the straight run."""
     args = ["align", "--encoder", world["encoder"], "--backbone", world["backbone"], "--data", world["prompts"],

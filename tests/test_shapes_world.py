@@ -246,3 +246,20 @@ def test_probe_command_reports_retrieval_and_image_token_words():
     assert words["n"] == 2 and 0.0 <= words["content_word_share"] <= 1.0
     assert set(words) >= {f"{a}_word_reached" for a in ("colour", "shape", "size", "position", "background")}
     assert 0.0 <= out["retrieval"]["image->en"]["last"] <= 1.0
+
+
+def test_eval_sets_image_seen_takes_the_seen_scenes_and_unknown_sets_are_refused():
+    from click.testing import CliRunner
+
+    from x2i_cli.main import _add_plugin_commands, cli
+    from x2i_plugins.worlds.shapes.benchmark import prompts_and_targets
+
+    prompts, targets, _ = prompts_and_targets("image-seen", 6)
+    _, seen_targets, _ = prompts_and_targets("seen", 6)
+    assert targets == seen_targets and not any(s.is_held_out() for s in targets)  # training pairs, as `seen`
+    assert all(np.array_equal(np.asarray(p.images[0]), render_array(s)) for p, s in zip(prompts, targets))
+    _add_plugin_commands()
+    result = CliRunner().invoke(cli, ["shapes", "eval", "--model", "truth", "--set", "image-seen", "-n", "5"])
+    assert result.exit_code == 0 and "image-seen" in result.output and "all=100.0%" in result.output, result.output
+    result = CliRunner().invoke(cli, ["shapes", "eval", "--model", "truth", "--set", "imagee", "-n", "5"])
+    assert result.exit_code == 2 and "imagee: the sets are" in result.output

@@ -1,6 +1,8 @@
 """Load what alignment needs by registry name or folder: encoder, backbone, teacher, AlignNet."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from ..alignnet import AlignNet
@@ -51,6 +53,20 @@ def load_init(cfg: AlignConfig) -> AlignNet | None:
         return AlignNet.from_pretrained(cfg.init, torch_dtype=torch.float32)
     except CheckpointError as exc:
         raise CheckpointError(f"--init: {exc}") from None
+
+
+ARCHITECTURE = ("fusion", "skip_layers", "token_kernel", "context_layers", "masked_pool")  # AlignNet options --init fixes
+
+
+def adopt_init_architecture(cfg: AlignConfig, init: AlignNet | None) -> tuple[AlignConfig, list[str]]:
+    """With --init, the AlignNet's architecture is the init's, whatever the architecture options say. Returns
+    the config with those options set to the init's (so the run's record and checkpoints name what was really
+    trained, not the options' defaults) and the options that changed, as "--fusion conv -> scale"."""
+    if init is None:
+        return cfg, []
+    taken = {k: init.config[k] if k in init.config else getattr(cfg, k) for k in ARCHITECTURE}
+    changed = [f"--{k.replace('_', '-')} {getattr(cfg, k)} -> {v}" for k, v in taken.items() if getattr(cfg, k) != v]
+    return replace(cfg, **taken), changed
 
 
 def build_alignnet(cfg: AlignConfig, encoder, backbone, init: AlignNet | None = None) -> AlignNet:

@@ -30,7 +30,7 @@ from ..device import resolve as resolve_device
 from ..errors import InputError
 from ..prompt import MultimodalPrompt
 from . import checkpoint as ckpt
-from .components import build_alignnet, load_backbone, load_encoder, load_init, load_teacher
+from .components import adopt_init_architecture, build_alignnet, load_backbone, load_encoder, load_init, load_teacher
 from .config import AlignConfig
 from .data import PromptStream
 from .hooks import captured_attention
@@ -244,6 +244,9 @@ def run_alignment(cfg: AlignConfig) -> TrainResult:
                          f"or choose another -o (or delete {ckpt.checkpoints_dir(output)})")
     device = accelerator.device
     init = load_init(cfg)
+    cfg, overridden = adopt_init_architecture(cfg, init)
+    if overridden and is_main:
+        print(f"The AlignNet's architecture comes from --init: {', '.join(overridden)}")
     encoder = load_encoder(cfg, device)
     backbone = load_backbone(cfg, device)
     teacher = load_teacher(cfg, backbone)

@@ -4,6 +4,8 @@ Prompt sets (all single-shape scenes, canonical full captions, fixed seeds):
   heldout  held-out colour+shape pairs, English       seen   training pairs, unseen scenes, English
   german   the held-out scenes, German (student only)  image  the rendered scene as the only input
   edit     rendered scene + "make it <colour>" (the target is the recoloured scene)
+  image-seen  the scenes of `seen` (training pairs) as the only input: whether image prompts transfer at all,
+              apart from whether the MLLM's vision composes held-out colour+shape pairs
 """
 from __future__ import annotations
 
@@ -16,14 +18,14 @@ import torch
 from .evaluate import score, summarise
 from .world import COLOURS, Scene, caption, caption_checks, render, scenes
 
-SETS = ("heldout", "seen", "german", "image", "edit")
+SETS = ("heldout", "seen", "german", "image", "edit", "image-seen")
 EVAL_SEED = 20251
 
 
 def eval_scenes(name: str, n: int) -> list[Scene]:
     """The scenes of a prompt set (the same for teacher and student)."""
-    split = "train" if name == "seen" else "heldout"
-    return scenes(EVAL_SEED + (1 if name == "seen" else 0), n, split=split, two_prob=0.0)
+    seen = name in ("seen", "image-seen")
+    return scenes(EVAL_SEED + seen, n, split="train" if seen else "heldout", two_prob=0.0)
 
 
 def prompts_and_targets(name: str, n: int):
@@ -37,7 +39,7 @@ def prompts_and_targets(name: str, n: int):
     if name == "german":
         texts = [caption(s, "de", full=True) for s in sc]
         return texts, sc, [caption_checks(s, t) for s, t in zip(sc, texts)]
-    if name == "image":
+    if name in ("image", "image-seen"):
         prompts = [MultimodalPrompt.build(images=[render(s)]) for s in sc]
         return prompts, sc, [{"colour", "shape", "size", "position", "background"}] * n
     rng = random.Random(EVAL_SEED)

@@ -14,7 +14,7 @@ def shapes():
 @shapes.command("eval")
 @click.option("--model", type=click.Choice(["teacher", "student", "truth"]), default="student", show_default=True,
               help="teacher = T5+CLIP, student = MLLM+AlignNet, truth = rendered ground truth (checks the evaluator).")
-@click.option("--set", "sets", multiple=True, help="Prompt sets: heldout, seen, german, image, edit (default: all that apply).")
+@click.option("--set", "sets", multiple=True, help="Prompt sets: heldout, seen, german, image, edit, image-seen (default: all that apply).")
 @click.option("-n", "--num", default=100, show_default=True, help="Prompts per set.")
 @click.option("--steps", type=int, default=None, help="Denoising steps (default: the backbone's).")
 @click.option("--aligner", default=None, help="AlignNet folder (default: the shipped one).")
@@ -30,6 +30,9 @@ def eval_cmd(model, sets, num, steps, aligner, backbone_path, encoder_path, true
     from .evaluate import format_summary, score, summarise
     from .world import render
 
+    unknown = [name for name in sets if name not in SETS]
+    if unknown:
+        raise click.BadParameter(f"{', '.join(unknown)}: the sets are {', '.join(SETS)}", param_hint="--set")
     results = {}
     if model == "truth":
         for name in sets or ("heldout", "seen", "edit"):
