@@ -118,18 +118,18 @@ def test_image_transport_matches_token_sets_one_to_one():
     permuted = torch.cat([english, english[:, [2, 0, 3, 1]]])
     collapsed = torch.cat([english, english[:, [0, 0, 0, 1]]])  # most image tokens on one English token
     target = {1: english[0][None]}  # (layers=1, tokens, hidden)
-    assert image_transport((permuted,), first_turn, views, target).item() < 0.01
-    assert image_transport((collapsed,), first_turn, views, target).item() > 0.1
+    assert image_transport((permuted,), first_turn, target).item() < 0.01
+    assert image_transport((collapsed,), first_turn, target).item() > 0.1
     # the failure the term exists for: every English token covered, one of them twice (an extra "a") ->
     # Chamfer is zero, transport is not
     states = torch.cat([torch.cat([english, english[:, :1]], 1), english[:, [0, 0, 1, 2, 3]]])
     turn5 = torch.ones(2, 5, dtype=torch.bool)
     turn5[0, 4] = False  # English has 4 real tokens; the image 5, two of them on English token 0
     assert token_alignment((states,), turn5, views).item() < 1e-5
-    assert image_transport((states,), turn5, views, {1: english[0][None]}).item() > 0.05
+    assert image_transport((states,), turn5, {1: english[0][None]}).item() > 0.05
     # gradients reach the image states only
     x = states.clone().requires_grad_(True)
-    image_transport((x * 1.0,), turn5, views, {1: english[0][None]}).backward()
+    image_transport((x * 1.0,), turn5, {1: english[0][None]}).backward()
     assert x.grad[0].abs().sum() == 0 and x.grad[1].abs().sum() > 0
 
 

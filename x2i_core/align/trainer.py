@@ -30,7 +30,7 @@ from ..device import resolve as resolve_device
 from ..errors import InputError
 from ..prompt import MultimodalPrompt
 from . import checkpoint as ckpt
-from .components import adopt_init_architecture, build_alignnet, load_backbone, load_encoder, load_init, load_teacher
+from .components import ARCHITECTURE, adopt_init_architecture, build_alignnet, load_backbone, load_encoder, load_init, load_teacher
 from .config import AlignConfig
 from .data import PromptStream
 from .hooks import captured_attention
@@ -379,8 +379,7 @@ def _check_resume_settings(state: dict, cfg: AlignConfig, world: int, accelerato
     """Warn (main process) when settings that shape the trajectory differ from the checkpoint's."""
     saved = state.get("config", {})
     # the AlignNet's architecture must match the checkpoint's weights: refuse in one line, not a state-dict dump
-    shape = [k for k in ("fusion", "skip_layers", "token_kernel", "context_layers")
-             if k in saved and saved[k] != getattr(cfg, k)]
+    shape = [k for k in ARCHITECTURE if k in saved and saved[k] != getattr(cfg, k)]
     if shape:
         raise InputError("cannot resume: the checkpoint's AlignNet was built with "
                          + ", ".join(f"--{k.replace('_', '-')} {saved[k]}" for k in shape)

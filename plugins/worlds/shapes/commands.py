@@ -14,7 +14,8 @@ def shapes():
 @shapes.command("eval")
 @click.option("--model", type=click.Choice(["teacher", "student", "truth"]), default="student", show_default=True,
               help="teacher = T5+CLIP, student = MLLM+AlignNet, truth = rendered ground truth (checks the evaluator).")
-@click.option("--set", "sets", multiple=True, help="Prompt sets: heldout, seen, german, image, edit, image-seen (default: all that apply).")
+@click.option("--set", "sets", multiple=True,
+              help="Prompt sets: heldout, seen, german, image, edit, image-seen (default: all that apply).")
 @click.option("-n", "--num", default=100, show_default=True, help="Prompts per set.")
 @click.option("--steps", type=int, default=None, help="Denoising steps (default: the backbone's).")
 @click.option("--aligner", default=None, help="AlignNet folder (default: the shipped one).")

@@ -255,7 +255,7 @@ def uniform_log_mass(mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, -mask.sum(-1, keepdim=True).float().log(), torch.full(mask.shape, -1e4, device=mask.device))
 
 
-def image_transport(hidden_states, first_turn, examples, targets: dict[int, torch.Tensor]) -> torch.Tensor:
+def image_transport(hidden_states, first_turn, targets: dict[int, torch.Tensor]) -> torch.Tensor:
     """Optimal-transport cost, at every layer, between the first-turn token states of each image (or image +
     edit) example and `targets[i]`, the (layers, tokens, hidden) states of the full English caption of the
     scene it means (computed without gradient).
@@ -363,7 +363,7 @@ def train(out: str, steps: int = 3000, n_scenes: int = 12, lr: float = 2e-3, see
         con = sum(contrastive(v, groups) for v in first_turn_means(out_.hidden_states, first_turn, layers)) / len(layers)
         tok = token_alignment(out_.hidden_states, first_turn, examples, chamfer_views) if token_weight else torch.zeros(())
         transport_targets = {i: t for i, t in targets.items() if i not in assignments}
-        ot = (image_transport(out_.hidden_states, first_turn, examples, transport_targets) if image_transport_weight
+        ot = (image_transport(out_.hidden_states, first_turn, transport_targets) if image_transport_weight
               else torch.zeros(()))
         obj = (object_regression(out_.hidden_states, first_turn, assignments, targets) if object_weight
                else torch.zeros(()))
