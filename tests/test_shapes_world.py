@@ -39,7 +39,12 @@ def test_evaluator_reads_ground_truth():
     for split in ("any", "heldout"):
         sc = scenes(11, 200, split=split)
         summary = summarise([score(render_array(s), s) for s in sc])
-        assert summary["all"] >= 0.99, summary
+        assert summary["all"] >= 0.99 and summary["objects"] == 1.0, summary
+    from x2i_plugins.worlds.shapes.world import Scene, Shape
+
+    two = Scene("white", (Shape("circle", "red", "large", "top left"), Shape("square", "blue", "small", "bottom right")))
+    wrong_count = score(render_array(two), Scene("white", two.shapes[:1]))
+    assert not wrong_count["objects"] and not wrong_count["all"] and wrong_count["background"]
 
 
 @shipped
@@ -151,6 +156,15 @@ def test_object_assignment_gives_each_cell_a_caption_word_from_the_scene():
     assert [cells[c] for c in own[:4]] == ["circle", "red", "large", "top"]  # the object's cells, raster order
     assert set(cells) == set(words)  # every caption word has an image token
     assert {cells[c] for c in range(16) if coverage[0, c] == 0} >= {"white", "background"}
+    # cell order "last": the object's last cell (raster order) stands for the shape, the one before it the colour
+    last = [text[j] for j in object_assignment(one, image, text, "last")[3:19]]
+    assert [last[c] for c in own[::-1][:4]] == ["circle", "red", "large", "top"] and set(last) == set(words)
+    # words once: no object word on two cells; the cells left over take the background's words
+    once = [text[j] for j in object_assignment(one, image, text, "last", words_once=True)[3:19]]
+    assert set(once) == set(words) and all(once.count(w) == 1 for w in ("circle", "red", "large", "top", "left"))
+    assert once.count("a") == words.count("a") and once.count("white") + once.count("background") > 2
+    with pytest.raises(ValueError, match="cell_order"):
+        object_assignment(one, image, text, "middle")
     two = Scene("black", (Shape("square", "blue", "small", "top right"), Shape("triangle", "green", "large", "bottom left")))
     roles = caption_word_roles(caption(two, "en", full=True).split(), 2)
     assert ("shape", 0) in roles and ("shape", 1) in roles and roles[-2:] == [("background", -1)] * 2
@@ -226,8 +240,9 @@ def test_train_mllm_continues_a_saved_model(tmp_path):
 
     train(str(tmp_path / "a"), steps=2, n_scenes=2, log=lambda *_: None)
     stats = train(str(tmp_path / "b"), steps=2, n_scenes=2, token_weight=1.0, init=str(tmp_path / "a"),
-                  object_weight=1.0, log=lambda *_: None)
+                  object_weight=1.0, object_cells="last", vision_shape_weight=1.0, log=lambda *_: None)
     assert stats["final_token"] > 0 and stats["final_object"] > 0 and stats["continued_from"]["steps"] == 2
+    assert stats["object_cells"] == "last" and stats["final_vision_shape"] > 0
     assert json.loads((tmp_path / "b" / "train_stats.json").read_text())["token_weight"] == 1.0
 
 
@@ -263,3 +278,63 @@ def test_eval_sets_image_seen_takes_the_seen_scenes_and_unknown_sets_are_refused
     assert result.exit_code == 0 and "image-seen" in result.output and "all=100.0%" in result.output, result.output
     result = CliRunner().invoke(cli, ["shapes", "eval", "--model", "truth", "--set", "imagee", "-n", "5"])
     assert result.exit_code == 2 and "imagee: the sets are" in result.output
+
+
+def test_vision_shape_term_draws_no_palette_colour_and_trains_the_vision_tower():
+    import math
+
+    import numpy as np
+    import torch
+
+    from x2i_plugins.worlds.shapes.train_mllm import build_image_processor, build_model, build_tokenizer, wrap
+    from x2i_plugins.worlds.shapes.vision_shapes import MIN_COLOUR_DISTANCE, off_palette_scene, vision_shape_loss
+    from x2i_plugins.worlds.shapes.world import BACKGROUNDS, COLOURS
+
+    rng = random.Random(0)
+    named = list(COLOURS.values()) + list(BACKGROUNDS.values())
+    for _ in range(20):
+        img, kinds = off_palette_scene(rng)
+        assert 1 <= len(kinds) <= 2
+        pixels = {tuple(p) for p in np.asarray(img).reshape(-1, 3)} - set(BACKGROUNDS.values())
+        assert pixels and all(min(math.dist(p, c) for c in named) >= MIN_COLOUR_DISTANCE for p in pixels)
+    torch.manual_seed(0)
+    tok = build_tokenizer()
+    model = build_model(tok)
+    enc = wrap(model, tok, build_image_processor())
+    head = torch.nn.Linear(model.config.vision_config.out_hidden_size, 3)
+    loss = vision_shape_loss(model, enc, head, random.Random(1), 3)
+    loss.backward()
+    assert loss.item() > 0 and model.model.visual.patch_embed.proj.weight.grad.abs().sum() > 0
+    assert model.model.language_model.layers[0].mlp.up_proj.weight.grad is None  # the vision tower only
+
+
+def test_shape_readout_finds_shape_only_where_the_states_carry_it():
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from x2i_plugins.worlds.shapes.evaluate import find_shapes
+    from x2i_plugins.worlds.shapes.probe import shape_readout
+    from x2i_plugins.worlds.shapes.world import COLOURS, SHAPES
+
+    class Fake:
+        """States that hold one attribute of the drawn object, one-hot (read back from the pixels)."""
+
+        def __init__(self, attribute, names):
+            self.attribute, self.names = attribute, list(names)
+
+        def encode(self, prompts):
+            rows = []
+            for p in prompts:
+                found = find_shapes(np.asarray(p.parts[0].value))[1][0]
+                rows.append(torch.nn.functional.one_hot(torch.tensor(self.names.index(getattr(found, self.attribute))),
+                                                        len(self.names)).float())
+            states = torch.stack(rows)[:, None, None, :]  # (N, layers 1, tokens 1, hidden)
+            return SimpleNamespace(hidden_states=states + 0.01 * torch.randn_like(states),
+                                   attention_mask=torch.ones(len(prompts), 1))
+
+    shape = shape_readout(Fake("shape", SHAPES), n_fit=60, n_test=30, steps=100)
+    assert shape["heldout"][0] >= 0.9 and shape["seen"][0] >= 0.9
+    colour = shape_readout(Fake("colour", COLOURS), n_fit=60, n_test=30, steps=100)
+    assert colour["heldout"][0] <= 0.6  # colour alone says nothing of shape in the fit scenes

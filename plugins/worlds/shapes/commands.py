@@ -66,15 +66,16 @@ def eval_cmd(model, sets, num, steps, aligner, backbone_path, encoder_path, true
 @click.option("-n", "--num", default=100, show_default=True)
 @click.option("--encoder-path", default=None, help="An MLLM folder other than the shipped one.")
 def probe_cmd(num, encoder_path):
-    """Retrieval image<->English<->German from the shapes MLLM's hidden states on held-out scenes, and which
-    English words its image tokens are nearest to."""
+    """Retrieval image<->English<->German from the shapes MLLM's hidden states on held-out scenes, which
+    English words its image tokens are nearest to, and whether a linear read-out finds the shape in its image
+    states apart from colour (per layer, on training pairs of unseen colours and on held-out pairs)."""
     from x2i_core.plugins import load_component
 
-    from .probe import image_token_words, probe
+    from .probe import image_token_words, probe, shape_readout
 
     enc = load_component("encoder", "shapes-mllm", encoder_path, device="cpu", dtype="fp32")
-    click.echo(json.dumps({"retrieval": probe(enc, num), "image_token_words": image_token_words(enc, num // 2)},
-                          indent=1))
+    click.echo(json.dumps({"retrieval": probe(enc, num), "image_token_words": image_token_words(enc, num // 2),
+                           "shape_readout": shape_readout(enc, 6 * num, 3 * num)}, indent=1))
 
 
 @shapes.command("train-vae")
@@ -137,14 +138,24 @@ def train_teacher_cmd(vae, out, steps, batch, seed, max_minutes, init, t_samplin
 @click.option("--object-weight", default=0.0, show_default=True,
               help="Weight of the object-level term: each image token's states pulled onto the caption word its "
                    "cell stands for (object cells: shape, colour, size, position; others: background).")
+@click.option("--object-cells", type=click.Choice(["first", "last"]), default="first", show_default=True,
+              help="Which of an object's cells (raster order) stands for its shape: the first, or the last "
+                   "(the only one the causal language model lets see the whole object).")
+@click.option("--object-words-once", is_flag=True,
+              help="Give each caption word one image token only (cells left over take the background words), so "
+                   "that a one-object image does not read as several objects.")
+@click.option("--vision-shape-weight", default=0.0, show_default=True,
+              help="Weight of a shape-classification term on the vision tower's output, for shapes in colours "
+                   "outside the palette (so that it sees shape apart from colour).")
 @click.option("--max-minutes", type=float, default=1e9, help="Stop (and save) after this wall time.")
 def train_mllm_cmd(out, steps, seed, lr, init, token_weight, words, image_transport_weight, object_weight,
-                   max_minutes):
+                   object_cells, object_words_once, vision_shape_weight, max_minutes):
     """Train the small Qwen2.5-VL on the world (captioning EN/DE, translation, QA, edits, contrastive)."""
     from .train_mllm import train
 
     train(out, steps, lr=lr, seed=seed, token_weight=token_weight, n_words=words, init=init,
-          max_minutes=max_minutes, image_transport_weight=image_transport_weight, object_weight=object_weight)
+          max_minutes=max_minutes, image_transport_weight=image_transport_weight, object_weight=object_weight,
+          object_cells=object_cells, object_words_once=object_words_once, vision_shape_weight=vision_shape_weight)
 
 
 @shapes.command("to-fp16")

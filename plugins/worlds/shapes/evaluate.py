@@ -117,7 +117,9 @@ def score(img: np.ndarray, scene: Scene, checks=ATTRIBUTES) -> dict[str, bool]:
     """Per-attribute correctness of an image against the scene it should show (only `checks` count).
 
     Each asked shape is matched to the found object with most attributes in common; an image with a
-    different number of objects fails every object attribute. "all" = every checked attribute right.
+    different number of objects fails every object attribute. "all" = every checked attribute right;
+    "objects" = the number of objects is right (already part of "all"; it tells a wrong count from wrong
+    attributes).
     """
     background, found = find_shapes(img)
     result = {}
@@ -136,12 +138,13 @@ def score(img: np.ndarray, scene: Scene, checks=ATTRIBUTES) -> dict[str, bool]:
                 per_attr[a] &= getattr(best, a) == getattr(want, a)
     result.update(per_attr)
     result["all"] = all(result.values())
+    result["objects"] = len(found) == len(scene.shapes)
     return result
 
 
 def summarise(results: list[dict[str, bool]]) -> dict[str, float]:
     """Accuracy per attribute (over the images where it was checked) and all-correct."""
-    keys = [a for a in (*ATTRIBUTES, "all") if any(a in r for r in results)]
+    keys = [a for a in (*ATTRIBUTES, "all", "objects") if any(a in r for r in results)]
     return {k: float(np.mean([r[k] for r in results if k in r])) for k in keys}
 
 

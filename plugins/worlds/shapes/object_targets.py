@@ -66,11 +66,24 @@ def caption_word_roles(words: list[str], n_shapes: int) -> list[tuple[str, int]]
     return roles
 
 
-def object_assignment(scene: Scene, image_tokens: list[str], caption_tokens: list[str]) -> list[int]:
+def object_assignment(scene: Scene, image_tokens: list[str], caption_tokens: list[str],
+                      cell_order: str = "first", words_once: bool = False) -> list[int]:
     """For each first-turn token of the image prompt of `scene` (template, <|vision_start|>, the image
     tokens, <|vision_end|>, template), the index of the first-turn token of the scene's full English
     caption whose state it should take. The template before the image is shared token for token;
-    <|vision_start|> takes the caption's first word, <|vision_end|> its last ("background")."""
+    <|vision_start|> takes the caption's first word, <|vision_end|> its last ("background").
+
+    cell_order "first": an object's cells take its words in raster order, so its first cell stands for the
+    shape. "last": in reverse raster order, so its LAST cell stands for the shape. Why: the language model
+    is causal, so only the object's last cell can attend to all of the object; the first cell sees the
+    object only through the two-layer vision tower.
+
+    words_once: every caption word but the background's goes to one cell only; cells left over take the
+    background colour and "background". Why: with words repeated over the cells, the student drew two to four
+    copies of the object from a one-object image (the teacher reads a repeated "triangle" as more triangles),
+    while a repeated background word still means one background."""
+    if cell_order not in ("first", "last"):
+        raise ValueError(f"cell_order must be 'first' or 'last', got {cell_order!r}")
     start, end = image_tokens.index("<|vision_start|>"), image_tokens.index("<|vision_end|>")
     tail = len(image_tokens) - end - 1
     first, last = start, len(caption_tokens) - tail  # caption words: caption_tokens[first:last]
@@ -93,9 +106,12 @@ def object_assignment(scene: Scene, image_tokens: list[str], caption_tokens: lis
         # shares, so which cell stood for the shape was hard to see, and the probe found no image token
         # standing for the shape.
         own = [c for c in range(cells) if coverage[k, c] > 0]
+        if cell_order == "last":
+            own.reverse()
         words = words_of(k)
         for j, c in enumerate(own):
-            target[c] = words[j % len(words)]
+            if j < len(words) or not words_once:
+                target[c] = words[j % len(words)]
         # an object on fewer cells than it has words: the rest go to the free cells nearest to it
         w = coverage[k] / coverage[k].sum()
         distance = (rows - (w * rows).sum()) ** 2 + (cols - (w * cols).sum()) ** 2
@@ -104,9 +120,13 @@ def object_assignment(scene: Scene, image_tokens: list[str], caption_tokens: lis
             target[c] = word
     rest = [first + i for i, (role, _) in enumerate(roles) if role == "background"]
     rest += [first + i for i, (role, _) in enumerate(roles) if role == "function"]
+    background = rest[:sum(role == "background" for role, _ in roles)]
     free = [c for c in range(cells) if target[c] < 0]
     for j, c in enumerate(free):
-        target[c] = rest[j % len(rest)]
+        if j < len(rest) or not words_once:
+            target[c] = rest[j % len(rest)]
+        else:
+            target[c] = background[(j - len(rest)) % len(background)]
     return list(range(start)) + [first] + target + [last - 1] + list(range(last, last + tail))
 
 

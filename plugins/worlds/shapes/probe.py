@@ -130,3 +130,49 @@ def image_token_words(encoder, n: int = 50, split: str = "heldout", layer: int =
             attr_hits[attr] += any(w in ws for w in nearest)
     return {"n": n, "layer": layer, "content_word_share": content / total,
             **{f"{a}_word_reached": v / n for a, v in attr_hits.items()}}
+
+
+def _image_features(encoder, sc, batch: int = 50) -> torch.Tensor:
+    """(N, C, 2H): per layer, the mean and the max over the real tokens of each scene's image prompt."""
+    out = []
+    for i in range(0, len(sc), batch):
+        enc = encoder.encode([MultimodalPrompt.build(images=[render(s)]) for s in sc[i:i + batch]])
+        w = enc.attention_mask[:, None, :, None].float()
+        h = enc.hidden_states.float()
+        out.append(torch.cat([(h * w).sum(2) / w.sum(2), h.masked_fill(w == 0, -1e4).max(2).values], -1))
+    return torch.cat(out)
+
+
+def shape_readout(encoder, n_fit: int = 600, n_test: int = 300, fit_colours=("red", "green", "orange"),
+                  steps: int = 300) -> dict:
+    """Whether the image states carry shape apart from colour: a linear classifier of the shape, fit per layer
+    on one-shape training scenes of `fit_colours` (each seen with all three shapes, so colour tells nothing
+    about shape there), tested on training-pair scenes of the other colours ("seen") and on held-out pairs.
+    If "seen" is high and "heldout" near chance (33%), the model knows shape only together with colour, and
+    a held-out pair's image has no shape for the aligner to transfer."""
+    from .world import SHAPES
+
+    def draw(seed, n, split, keep):
+        return [s for s in scenes(seed, 4 * n, split=split, two_prob=0.0) if keep(s.shapes[0].colour)][:n]
+
+    sets = {"fit": draw(PROBE_SEED + 3, n_fit, "train", lambda c: c in fit_colours),
+            "seen": draw(PROBE_SEED + 4, n_test, "train", lambda c: c not in fit_colours),
+            "heldout": draw(PROBE_SEED + 5, n_test, "heldout", lambda c: True)}
+    x = {k: _image_features(encoder, v) for k, v in sets.items()}
+    y = {k: torch.tensor([SHAPES.index(s.shapes[0].shape) for s in v]) for k, v in sets.items()}
+    result = {"fit_colours": list(fit_colours), "chance": 1 / len(SHAPES), "seen": [], "heldout": []}
+    torch.manual_seed(0)
+    for layer in range(x["fit"].shape[1]):
+        mean, std = x["fit"][:, layer].mean(0), x["fit"][:, layer].std(0) + 1e-5
+        feats = {k: (v[:, layer] - mean) / std for k, v in x.items()}
+        clf = torch.nn.Linear(feats["fit"].shape[1], len(SHAPES))
+        opt = torch.optim.Adam(clf.parameters(), lr=1e-2, weight_decay=1e-3)
+        for _ in range(steps):
+            loss = F.cross_entropy(clf(feats["fit"]), y["fit"])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            for k in ("seen", "heldout"):
+                result[k].append(round((clf(feats[k]).argmax(1) == y[k]).float().mean().item(), 3))
+    return result

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from .schedule import warmup_cosine
 from .object_targets import object_assignment, object_regression
+from .vision_shapes import vision_shape_loss
 from .mllm_tasks import ASK_DE, ASK_EN, QUESTIONS, Example, edit_instruction, scene_examples, word_examples
 from .world import SHAPES, COLOURS, BACKGROUNDS, DE_COLOUR, DE_SHAPE, DE_BG, DE_POS, render, sample_scene
 
@@ -316,6 +317,7 @@ def save(model, tokenizer, image_processor, out):
 def train(out: str, steps: int = 3000, n_scenes: int = 12, lr: float = 2e-3, seed: int = 0, threads: int = 1,
           contrastive_weight: float = 1.0, token_weight: float = 0.0, n_words: int = 0, init: str | None = None,
           max_minutes: float = 1e9, image_transport_weight: float = 0.0, object_weight: float = 0.0,
+          object_cells: str = "first", object_words_once: bool = False, vision_shape_weight: float = 0.0,
           log=print) -> dict:
     """Train (from scratch, or continue `init`) and save; checkpoints every 250 steps."""
     from transformers import Qwen2_5_VLForConditionalGeneration
@@ -334,7 +336,12 @@ def train(out: str, steps: int = 3000, n_scenes: int = 12, lr: float = 2e-3, see
     enc = wrap(model, tokenizer, image_processor)
     n_layers = model.config.text_config.num_hidden_layers
     layers = (n_layers // 2, n_layers)  # hidden_states index: middle layer and after the final norm
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    # the vision-shape head is only for training (not saved); its scenes come from their own generator so that
+    # the main batches are the same with the term on or off
+    shape_head = torch.nn.Linear(model.config.vision_config.out_hidden_size, 3)
+    shape_rng = random.Random(seed + 1)
+    params = list(model.parameters()) + (list(shape_head.parameters()) if vision_shape_weight else [])
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     warm = 100
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: warmup_cosine(s, steps, (time.time() - t0) / 60, max_minutes, warm))
@@ -353,7 +360,8 @@ def train(out: str, steps: int = 3000, n_scenes: int = 12, lr: float = 2e-3, see
         targets, caption_tokens = full_caption_states(model, enc, examples, target_views)
         inputs, labels, first_turn = encode_examples(enc, examples)
         image_tokens = lambda i: enc.tokenizer.convert_ids_to_tokens(inputs["input_ids"][i][first_turn[i]].tolist())
-        assignments = {i: object_assignment(examples[i].image, image_tokens(i), caption_tokens[i])
+        assignments = {i: object_assignment(examples[i].image, image_tokens(i), caption_tokens[i], object_cells,
+                                            object_words_once)
                        for i, ex in enumerate(examples) if object_weight and ex.view == "image"}
         model.model.rope_deltas = None
         out_ = model(**inputs, output_hidden_states=True, use_cache=False, return_dict=True)
@@ -367,7 +375,10 @@ def train(out: str, steps: int = 3000, n_scenes: int = 12, lr: float = 2e-3, see
               else torch.zeros(()))
         obj = (object_regression(out_.hidden_states, first_turn, assignments, targets) if object_weight
                else torch.zeros(()))
-        loss = lm + contrastive_weight * con + token_weight * tok + image_transport_weight * ot + object_weight * obj
+        shp = (vision_shape_loss(model, enc, shape_head, shape_rng, n_scenes) if vision_shape_weight
+               else torch.zeros(()))
+        loss = (lm + contrastive_weight * con + token_weight * tok + image_transport_weight * ot + object_weight * obj
+                + vision_shape_weight * shp)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -375,7 +386,7 @@ def train(out: str, steps: int = 3000, n_scenes: int = 12, lr: float = 2e-3, see
         sched.step()
         if step % 25 == 0:
             log(f"mllm step {step} lm {lm.item():.4f} contrastive {con.item():.4f} token {tok.item():.4f} "
-                f"transport {ot.item():.4f} object {obj.item():.4f} wall {time.time() - t0:.0f}s")
+                f"transport {ot.item():.4f} object {obj.item():.4f} vision-shape {shp.item():.4f} wall {time.time() - t0:.0f}s")
         if step % 250 == 249:
             save(model, tokenizer, image_processor, out)
         if (time.time() - t0) / 60 >= max_minutes:
@@ -387,6 +398,10 @@ def train(out: str, steps: int = 3000, n_scenes: int = 12, lr: float = 2e-3, see
              "final_contrastive": con.item(), "token_weight": token_weight, "final_token": tok.item(),
              "words_per_step": n_words, "image_transport_weight": image_transport_weight,
              "final_image_transport": ot.item(), "object_weight": object_weight, "final_object": obj.item()}
+    if object_weight:
+        stats.update(object_cells=object_cells, object_words_once=object_words_once)
+    if vision_shape_weight:
+        stats.update(vision_shape_weight=vision_shape_weight, final_vision_shape=shp.item())
     if init:
         previous = Path(init, "train_stats.json")
         stats["continued_from"] = json.loads(previous.read_text()) if previous.exists() else init
@@ -409,9 +424,14 @@ def main(argv=None):
     p.add_argument("--words", type=int, default=0)
     p.add_argument("--image-transport-weight", type=float, default=0.0)
     p.add_argument("--object-weight", type=float, default=0.0)
+    p.add_argument("--object-cells", choices=("first", "last"), default="first")
+    p.add_argument("--object-words-once", action="store_true")
+    p.add_argument("--vision-shape-weight", type=float, default=0.0)
     a = p.parse_args(argv)
     train(a.out, a.steps, a.scenes, a.lr, a.seed, a.threads, token_weight=a.token_weight, n_words=a.words, init=a.init,
-          max_minutes=a.max_minutes, image_transport_weight=a.image_transport_weight, object_weight=a.object_weight)
+          max_minutes=a.max_minutes, image_transport_weight=a.image_transport_weight, object_weight=a.object_weight,
+          object_cells=a.object_cells, object_words_once=a.object_words_once,
+          vision_shape_weight=a.vision_shape_weight)
 
 
 if __name__ == "__main__":
