@@ -1,8 +1,8 @@
 """A shape-classification term for the MLLM's vision tower, on shapes drawn in colours OUTSIDE the palette.
 
-Why: a linear probe of the trained MLLM's image-prompt states (fit on red, green and orange shapes, where
-colour says nothing about shape) reads the shape of seen blue, yellow and purple pairs (80-99%) but not of
-the held-out ones (28-44%, chance 33%). Trained on the training pairs only, the vision tower learned shape
+Why: a linear read-out of the shipped MLLM's image-prompt states (`x2i shapes probe`, shape_readout: fit on
+red, green and orange shapes, where colour says nothing about shape) finds the shape of seen blue, yellow
+and purple pairs (up to 99%) but not of the held-out ones (26-60%, chance 33%). Trained on the training pairs only, the vision tower learned shape
 together with colour, so a held-out pair (a purple square) has no shape to transfer. A real MLLM's vision
 encoder is pretrained on far more varied images than the pairs it is later tuned on; this term is that
 pretraining in miniature: one- or two-shape scenes in random colours far from every palette and background
@@ -43,6 +43,7 @@ def off_palette_scene(rng: random.Random, two_prob: float = 0.3) -> tuple[Image.
     draw = ImageDraw.Draw(img)
     kinds = []
     for pos in positions:
+        # the colour name is a placeholder: shape_polygon reads only shape, size and position
         s = Shape(rng.choice(SHAPES), "red", rng.choice(list(SIZES)), pos, (rng.randint(-2, 2), rng.randint(-2, 2)))
         kind, pts = shape_polygon(s)
         (draw.ellipse if kind == "ellipse" else draw.polygon)(pts, fill=off_palette_colour(rng))
