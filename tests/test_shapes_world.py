@@ -261,6 +261,8 @@ def test_probe_command_reports_retrieval_and_image_token_words():
     assert words["n"] == 2 and 0.0 <= words["content_word_share"] <= 1.0
     assert set(words) >= {f"{a}_word_reached" for a in ("colour", "shape", "size", "position", "background")}
     assert 0.0 <= out["retrieval"]["image->en"]["last"] <= 1.0
+    readout = out["shape_readout"]
+    assert len(readout["seen"]) == len(readout["heldout"]) >= 2 and all(0.0 <= v <= 1.0 for v in readout["heldout"])
 
 
 def test_eval_sets_image_seen_takes_the_seen_scenes_and_unknown_sets_are_refused():

@@ -79,9 +79,10 @@ def object_assignment(scene: Scene, image_tokens: list[str], caption_tokens: lis
     object only through the two-layer vision tower.
 
     words_once: every caption word but the background's goes to one cell only; cells left over take the
-    background colour and "background". Why: with words repeated over the cells, the student drew two to four
-    copies of the object from a one-object image (the teacher reads a repeated "triangle" as more triangles),
-    while a repeated background word still means one background."""
+    background colour and "background". Why: with words repeated over the cells, one-object image prompts gave
+    the wrong number of objects (`x2i shapes eval`: the count right in only 26-36%), mostly extra copies of the object (the
+    teacher reads a repeated "triangle" as more triangles), while a repeated background word still means one
+    background."""
     if cell_order not in ("first", "last"):
         raise ValueError(f"cell_order must be 'first' or 'last', got {cell_order!r}")
     start, end = image_tokens.index("<|vision_start|>"), image_tokens.index("<|vision_end|>")
