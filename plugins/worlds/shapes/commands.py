@@ -188,7 +188,8 @@ def write_prompts_cmd(out, num, seed):
 
 @shapes.command("report")
 @click.option("-n", "--num", default=400, show_default=True,
-              help="Prompts per set. 100 leave 4-5 points of sampling noise on each figure, 400 about 2 (~35 min).")
+              help="Prompts per set. 100 leave 4-5 points of sampling noise on each figure, 400 about 2 "
+                   "(29 min on one thread).")
 @click.option("--ablations", default=None, help="Folder holding the ablation AlignNets (last-mse, conv-mse, last-rkl).")
 def report_cmd(num, ablations):
     """Write docs/shapes_world.md and docs/shapes_grid.png from fresh measurements."""

@@ -59,7 +59,7 @@ def _grid(rows: list[list[Image.Image]], header: list[str], path: Path, scale: i
     grid.save(path)
 
 
-def write_report(num: int = 100, ablations: str | None = None, log=print) -> Path:
+def write_report(num: int = 400, ablations: str | None = None, log=print) -> Path:
     """Run every measurement and write the markdown report and grid."""
     import torch
 
