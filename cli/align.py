@@ -153,7 +153,7 @@ def align(**opts):
 
     quiet_libraries()  # our rich progress bar replaces their loading bars
     if opts["precompute_teacher"]:
-        from x2i_core.align.teacher_cache import build_teacher_cache
+        from x2i_core.align.teacher_build import build_teacher_cache
         from x2i_core.errors import InputError
 
         if not cfg.data:

@@ -5,13 +5,6 @@ import click
 
 from x2i_core.errors import X2IError
 
-#: the built-in default world: {"encoder": ..., "backbone": ..., "aligner": ..., optional "*_path"}.
-#: None until a built-in miniature world ships; then `x2i generate "text"` needs no options.
-DEFAULT_WORLD: dict | None = {
-    "encoder": "shapes-mllm", "backbone": "shapes", "aligner": "shapes",
-    "message": "Using the built-in shapes world (64x64 miniature; pass --encoder/--backbone for real models).",
-}
-
 _EPILOG = """\b
 Examples:
   x2i generate --encoder qwen2.5-vl-7b --backbone flux-dev --aligner ./alignnet "a red fox in snow"
@@ -28,21 +21,21 @@ The prompt, seed, steps, guidance, size and model names are stored in each PNG's
 
 
 def _pick_models(encoder, backbone, aligner, encoder_path, backbone_path):
-    """Fill missing model options from DEFAULT_WORLD, or say which options to pass."""
-    world = DEFAULT_WORLD or {}
-    encoder = encoder or world.get("encoder")
-    backbone = backbone or world.get("backbone")
+    """Fill missing model options from the default world a plugin offers, or say which options to pass.
+
+    Returns the five values and the world used (None when the user named the models)."""
+    from x2i_core.plugins import get_registry
+
+    world = None if (encoder or backbone) else get_registry().default_world()
+    if world is not None:
+        return world.encoder, world.backbone, aligner or world.aligner, encoder_path, backbone_path, world
     missing = [opt for opt, val in (("--encoder", encoder), ("--backbone", backbone)) if not val]
     if missing:
         raise X2IError(
             f"no default model is installed: pass {' and '.join(missing)} (and --aligner), for example "
             f"--encoder qwen2.5-vl-7b --backbone flux-dev --aligner DIR; `x2i plugins` lists what is installed"
         )
-    if world and encoder == world.get("encoder") and backbone == world.get("backbone"):
-        aligner = aligner or world.get("aligner")
-        encoder_path = encoder_path or world.get("encoder_path")
-        backbone_path = backbone_path or world.get("backbone_path")
-    return encoder, backbone, aligner, encoder_path, backbone_path
+    return encoder, backbone, aligner, encoder_path, backbone_path, None
 
 
 @click.command(epilog=_EPILOG)
@@ -88,10 +81,10 @@ def generate(text, encoder, encoder_path, backbone, backbone_path, aligner, imag
         raise X2IError("the prompt is empty: give TEXT and/or --image, --video, --audio")
     check_media_files(prompt)  # before loading gigabytes
     output_paths(output, num_images, seed)  # a bad -o fails now, not after sampling
-    if DEFAULT_WORLD and not encoder and not backbone and DEFAULT_WORLD.get("message"):
-        click.echo(DEFAULT_WORLD["message"], err=True)  # one line: say which world answers
-    encoder, backbone, aligner, encoder_path, backbone_path = _pick_models(
+    encoder, backbone, aligner, encoder_path, backbone_path, world = _pick_models(
         encoder, backbone, aligner, encoder_path, backbone_path)
+    if world is not None:
+        click.echo(world.message or f"Using the default world {world.name!r}.", err=True)  # say which world answers
 
     from x2i_core.generate import X2IPipeline, save_images  # imports torch
     from x2i_cli.quiet import quiet_libraries
@@ -112,7 +105,7 @@ def generate(text, encoder, encoder_path, backbone, backbone_path, aligner, imag
             device=device, dtype=dtype, offload=offload, trust_remote_code=trust_remote_code, on_load=on_load,
         )
         progress.remove_task(loading)
-        for note in getattr(pipe.backbone, "notes", []):
+        for note in pipe.backbone.notes:
             console.print(f"[yellow]Note:[/] {note}")
         total_steps = steps or pipe.backbone.default_steps
         task = progress.add_task("encode", total=total_steps + 3)

@@ -124,9 +124,9 @@ def test_cli_bad_inputs(world, tmp_path):
 
 
 def test_cli_without_models_names_the_options(tmp_path, monkeypatch):
-    import x2i_cli.generate
+    from x2i_core.plugins import get_registry
 
-    monkeypatch.setattr(x2i_cli.generate, "DEFAULT_WORLD", None)  # as if no default world shipped
+    monkeypatch.setattr(get_registry(), "worlds", {})  # as if no plugin offered a default world
     result = run(["-o", str(tmp_path / "x.png"), "a cat"])
     assert result.exit_code == 2
     assert "--encoder" in result.stderr and "--backbone" in result.stderr

@@ -1,14 +1,15 @@
 """x2i core: interfaces, the AlignNet, the plugin manager and the generation/alignment plumbing.
 
 Importing this package does not import torch; the torch-based names load on first access.
-Plugins import only the names exported here.
+The names exported here (and the contract checks in `x2i_core.testing`) are the public API: plugins,
+built-in ones included, import nothing else from x2i_core (tests/test_layering.py checks it).
 """
 from importlib import import_module
 
-from .errors import CheckpointError, IncompatibleError, InputError, PluginError, X2IError
+from .errors import CheckpointError, IncompatibleError, InputError, PluginError, X2IError, first_line
 from .hookspecs import hookimpl
 from .prompt import MultimodalPrompt, PromptPart
-from .specs import AdapterSpec, AlignerSpec, BackboneSpec, ComponentSpec, EncoderSpec
+from .specs import AdapterSpec, AlignerSpec, BackboneSpec, ComponentSpec, EncoderSpec, WorldSpec
 
 __version__ = "0.1.0"
 
@@ -25,21 +26,27 @@ _LAZY = {
     "AlignNet": "x2i_core.alignnet",
     "get_registry": "x2i_core.plugins",
     "load_component": "x2i_core.plugins",
+    "folder_model_type": "x2i_core.plugins",
     "X2IPipeline": "x2i_core.generate",
-    "load_image": "x2i_core.media", "sample_video_frames": "x2i_core.media", "load_audio": "x2i_core.media",
+    "load_aligner": "x2i_core.generate",
+    "load_image": "x2i_core.media", "sample_video": "x2i_core.media", "sample_video_frames": "x2i_core.media",
+    "load_audio": "x2i_core.media",
+    "expand_placeholders": "x2i_core.templates",
+    "resolve_device": "x2i_core.device",
 }
+_RENAMED = {"resolve_device": "resolve"}  # public name -> name in its module
 
 
 def __getattr__(name):
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'x2i_core' has no attribute {name!r}")
-    return getattr(import_module(module), name)
+    return getattr(import_module(module), _RENAMED.get(name, name))
 
 
 __all__ = [
-    "X2IError", "InputError", "CheckpointError", "IncompatibleError", "PluginError",
+    "X2IError", "InputError", "CheckpointError", "IncompatibleError", "PluginError", "first_line",
     "hookimpl", "MultimodalPrompt", "PromptPart",
-    "ComponentSpec", "EncoderSpec", "BackboneSpec", "AlignerSpec", "AdapterSpec",
+    "ComponentSpec", "EncoderSpec", "BackboneSpec", "AlignerSpec", "AdapterSpec", "WorldSpec",
     *_LAZY,
 ]

@@ -131,6 +131,37 @@ class AlignNet(ModelMixin, ConfigMixin, Aligner):
             pooled = per_token.mean(1)
         return Conditioning(prompt_embeds, pooled, mask)
 
+    # -- the Aligner's declared shape (what check_fits compares) ----------------------------------
+    @property
+    def in_layers(self) -> int:
+        """C: stacked hidden states read (config.num_layers)."""
+        return int(self.config.num_layers)
+
+    @property
+    def in_width(self) -> int:
+        """H: width of each hidden state (config.hidden_size)."""
+        return int(self.config.hidden_size)
+
+    @property
+    def out_prompt_dim(self) -> int:
+        """D: prompt_embeds width (config.prompt_dim)."""
+        return int(self.config.prompt_dim)
+
+    @property
+    def out_pooled_dim(self) -> int:
+        """P: pooled width (config.pooled_dim)."""
+        return int(self.config.pooled_dim)
+
+    @property
+    def masked_pool(self) -> bool:
+        """False for the reference's released weights, which average padding too."""
+        return bool(self.config.masked_pool)
+
+    @property
+    def made_for(self) -> dict[str, str]:
+        """The encoder and backbone names recorded in config.json (when it records them)."""
+        return {k: self.config[k] for k in ("encoder", "backbone") if k in self.config and self.config[k]}
+
     def num_parameters(self) -> int:  # type: ignore[override]
         """All parameters, trainable or not."""
         return sum(p.numel() for p in self.parameters())

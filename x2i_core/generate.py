@@ -160,18 +160,18 @@ class X2IPipeline:
         phase = on_phase or (lambda name: None)
         steps = int(steps if steps is not None else self.backbone.default_steps)
         guidance = float(guidance if guidance is not None else self.backbone.default_guidance)
-        true_cfg = float(true_cfg if true_cfg is not None else getattr(self.backbone, "default_true_cfg", 1.0))
+        true_cfg = float(true_cfg if true_cfg is not None else self.backbone.default_true_cfg)
         if true_cfg < 1:
             raise InputError(f"true CFG scale must be at least 1 (1 = off), got {true_cfg:g}")
+        if true_cfg > 1 and not self.backbone.supports_true_cfg:
+            raise InputError(f"the backbone {self.backbone.identity} does not support true CFG (--true-cfg)")
         width = int(width or self.backbone.default_size)
         height = int(height or self.backbone.default_size)
         if num_images < 1:
             raise InputError(f"the number of images must be at least 1, got {num_images}")
         if steps < 1:
             raise InputError(f"the number of steps must be at least 1, got {steps}")
-        check_size = getattr(self.backbone, "check_size", None)
-        if check_size is not None:
-            check_size(height, width)
+        self.backbone.check_size(height, width)
         if prompt.is_empty():
             raise InputError("the prompt is empty: give text, --image, --video or --audio")
         self.encoder.check_prompt(prompt)

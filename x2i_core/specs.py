@@ -69,3 +69,20 @@ def AlignerSpec(name: str, factory: str = "x2i_core.alignnet:AlignNet", **kw) ->
 def AdapterSpec(name: str, factory: str, **kw) -> ComponentSpec:
     """Spec of an Adapter."""
     return ComponentSpec("adapter", name, factory, **kw)
+
+
+@dataclass(frozen=True)
+class WorldSpec:
+    """A complete set of components (encoder, backbone, aligner) that `x2i generate` may use when the user
+    names no model. Any plugin may offer one; `Registry.default_world()` says which one answers.
+
+    message: one line printed when the world is used by default (which models answer, how to pick others).
+    """
+
+    name: str
+    encoder: str
+    backbone: str
+    aligner: str
+    summary: str = ""
+    message: str = ""
+    plugin: str = ""  # filled in by the plugin manager

@@ -171,14 +171,13 @@ def check_aligner(aligner, encoder: MultimodalEncoder, prompts: Sequence[Multimo
     """Check the Aligner contract against a real encoder; raises AssertionError naming the broken rule.
 
     Checks: check_fits accepts this encoder and raises IncompatibleError for other shapes; the
-    output is a Conditioning with prompt_embeds (B, S, D) and pooled (B, P) matching the config;
+    output is a Conditioning with prompt_embeds (B, S, D) and pooled (B, P) matching out_prompt_dim/out_pooled_dim;
     real-token outputs (and a masked pool) do not depend on padding; gradients reach parameters.
     The aligner's .grad fields are reset to None afterwards.
     """
     prompts = [MultimodalPrompt.coerce(p) for p in (prompts or DEFAULT_PROMPTS)]
     assert len(prompts) >= 2, "check_aligner needs at least two prompts (to test padding)"
     assert isinstance(aligner, torch.nn.Module), f"an Aligner must be a torch.nn.Module, got {type(aligner).__name__}"
-    config = getattr(aligner, "config", None)
 
     try:
         aligner.check_fits(encoder)
@@ -206,10 +205,8 @@ def check_aligner(aligner, encoder: MultimodalEncoder, prompts: Sequence[Multimo
             f"prompt_embeds must be (B, S, D) = ({b}, {s}, D), got {tuple(pe.shape)}"
         )
         assert pooled.ndim == 2 and pooled.shape[0] == b, f"pooled_prompt_embeds must be (B, P), got {tuple(pooled.shape)}"
-        if config is not None and hasattr(config, "prompt_dim"):
-            assert pe.shape[2] == config.prompt_dim, f"prompt_embeds width {pe.shape[2]} != config.prompt_dim {config.prompt_dim}"
-        if config is not None and hasattr(config, "pooled_dim"):
-            assert pooled.shape[1] == config.pooled_dim, f"pooled width {pooled.shape[1]} != config.pooled_dim {config.pooled_dim}"
+        assert pe.shape[2] == aligner.out_prompt_dim, f"prompt_embeds width {pe.shape[2]} != out_prompt_dim {aligner.out_prompt_dim}"
+        assert pooled.shape[1] == aligner.out_pooled_dim, f"pooled width {pooled.shape[1]} != out_pooled_dim {aligner.out_pooled_dim}"
         assert bool(torch.isfinite(pe[mask]).all()) and bool(torch.isfinite(pooled).all()), (
             "the aligner's outputs on real tokens contain NaN or inf"
         )
@@ -219,7 +216,7 @@ def check_aligner(aligner, encoder: MultimodalEncoder, prompts: Sequence[Multimo
             )
 
         dtype = pe.dtype
-        masked_pool = getattr(config, "masked_pool", True) if config is not None else True
+        masked_pool = aligner.masked_pool
         for row, prompt in enumerate(prompts):
             alone = encoder.encode([prompt])
             with torch.no_grad():
@@ -257,7 +254,7 @@ def check_backbone(backbone, *, height: int | None = None, width: int | None = N
     generate returns one PIL image per row at (width, height), reports every step and is reproducible.
     height/width default to twice the backbone's `size_multiple` (16 when it has none).
     """
-    multiple = int(getattr(backbone, "size_multiple", 16))
+    multiple = int(backbone.size_multiple)
     height, width = height or 2 * multiple, width or 2 * multiple
     d, p = backbone.prompt_embed_dim, backbone.pooled_embed_dim
     assert isinstance(d, int) and isinstance(p, int) and d > 0 and p > 0, (

@@ -9,6 +9,7 @@ from ..alignnet import AlignNet
 from ..errors import CheckpointError, InputError
 from ..plugins import load_component
 from .config import AlignConfig
+from .teacher_cache import TeacherCache
 
 
 def load_encoder(cfg: AlignConfig, device, dtype=None):
@@ -39,8 +40,6 @@ def transformer_dtype(backbone) -> torch.dtype:
 def load_teacher(cfg: AlignConfig, backbone):
     """The teacher conditioning: a precomputed cache (--teacher-cache) or the backbone's own text encoders."""
     if cfg.teacher_cache:
-        from .teacher_cache import TeacherCache
-
         return TeacherCache(cfg.teacher_cache, device=transformer_device(backbone), dtype=transformer_dtype(backbone))
     return backbone.load_teacher()
 

@@ -88,14 +88,10 @@ def psnr(mse: float) -> float:
 
 
 def _sample(backbone, conditioning, latents, *, size, steps, guidance):
-    """(final latents or None, PIL image) from the given starting latents."""
-    if hasattr(backbone, "denoise") and hasattr(backbone, "decode"):
-        final = backbone.denoise(conditioning, height=size, width=size, num_inference_steps=steps,
-                                 guidance_scale=guidance, latents=latents)
-        return final.float().cpu(), backbone.decode(final, size, size)[0]
-    image = backbone.generate(conditioning, height=size, width=size, num_inference_steps=steps,
-                              guidance_scale=guidance, latents=latents)[0]
-    return None, image
+    """(final latents, PIL image) from the given starting latents."""
+    final = backbone.denoise(conditioning, height=size, width=size, num_inference_steps=steps,
+                             guidance_scale=guidance, latents=latents)
+    return final.float().cpu(), backbone.decode(final, size, size)[0]
 
 
 @torch.no_grad()
@@ -116,7 +112,7 @@ def evaluate_alignnet(cfg: EvalConfig, *, encoder=None, backbone=None, teacher=N
     backbone = backbone or load_backbone(shared, device)
     teacher = teacher or load_teacher(shared, backbone)
     alignnet.check_fits(encoder, backbone)
-    size = int(cfg.resolution or getattr(backbone, "default_size", 1024))
+    size = int(cfg.resolution or backbone.default_size)
     steps = int(cfg.steps or backbone.default_steps)
     guidance = float(backbone.default_guidance if cfg.guidance is None else cfg.guidance)
     shared.resolution = size

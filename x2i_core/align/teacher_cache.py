@@ -156,32 +156,3 @@ class TeacherCache:
         if "attention_mask" in rows[0]:
             mask = torch.cat([r["attention_mask"] for r in rows]).to(self.device).bool()
         return Conditioning(prompt, pooled, mask)
-
-
-def build_teacher_cache(cfg, out_dir: str | Path, batch_size: int = 8, shard_size: int = 1024) -> int:
-    """`x2i align --precompute-teacher DIR`: encode every prompt of cfg.data once (all ranks share the work)."""
-    from .components import load_backbone, transformer_dtype
-    from .data import PromptStream, read_prompts
-    from .trainer import make_accelerator
-
-    accelerator = make_accelerator(cfg)
-    stream = PromptStream.from_specs(cfg.data if not isinstance(cfg.data, str) else [cfg.data], text_key=cfg.text_key)
-    backbone = load_backbone(cfg, accelerator.device)
-    teacher = backbone.load_teacher()
-    prompts = (p for path in stream.files for p in read_prompts(path, cfg.text_key))
-    describe = {"backbone": cfg.backbone, "backbone_path": cfg.backbone_path, "backbone_identity": backbone.identity,
-                "teacher_max_length": cfg.teacher_max_length}
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    # a corpus can take hours: show a count (rank 0 counts its own share)
-    with Progress(TextColumn("teacher cache"), SpinnerColumn(), TextColumn("{task.completed} prompts"),
-                  TimeElapsedColumn(), disable=not (cfg.progress and accelerator.is_main_process)) as bar:
-        task = bar.add_task("encode", total=None)
-        precompute_teacher(teacher, prompts, out_dir, batch_size=batch_size, shard_size=shard_size,
-                           rank=accelerator.process_index, world_size=accelerator.num_processes,
-                           dtype=transformer_dtype(backbone), describe=describe,
-                           on_batch=lambda n: bar.advance(task, n))
-    accelerator.wait_for_everyone()
-    total = merge_indexes(out_dir) if accelerator.is_main_process else 0
-    accelerator.wait_for_everyone()
-    return total

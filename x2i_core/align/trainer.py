@@ -26,10 +26,10 @@ from typing import Any, Sequence
 
 import torch
 
-from ..device import resolve as resolve_device
 from ..errors import InputError
 from ..prompt import MultimodalPrompt
 from . import checkpoint as ckpt
+from .accelerator import make_accelerator
 from .components import ARCHITECTURE, adopt_init_architecture, build_alignnet, load_backbone, load_encoder, load_init, load_teacher
 from .config import AlignConfig
 from .data import PromptStream
@@ -174,25 +174,6 @@ class StopRequest:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         return False
-
-
-def make_accelerator(cfg: AlignConfig):
-    """An Accelerator on the requested device; mixed precision "auto" = bf16 on CUDA, none on CPU."""
-    import os
-
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
-    resolve_device(cfg.device, cfg.dtype)  # an unknown or absent device fails here, before any model loads
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and hasattr(AcceleratorState, "_reset_state"):
-        # accelerate keeps one global state per process; a second in-process run (Python API, tests) may
-        # ask for other settings. Only single-process: a distributed process group must stay as it is.
-        AcceleratorState._reset_state(reset_partial_state=True)
-    cuda = torch.cuda.is_available() and (cfg.device is None or str(cfg.device).startswith("cuda"))
-    precision = cfg.mixed_precision
-    if precision == "auto":
-        precision = "bf16" if cuda else "no"
-    return Accelerator(mixed_precision=precision, cpu=not cuda)
 
 
 class _Progress:

@@ -22,10 +22,8 @@ import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 from diffusers.utils.torch_utils import randn_tensor
 
-from x2i_core.device import resolve as resolve_device
-from x2i_core.errors import CheckpointError, InputError, first_line
-from x2i_core.interfaces import AttentionPoint, Conditioning, DiTBackbone, TeacherConditioner
-from x2i_core.plugins import folder_model_type
+from x2i_core import (AttentionPoint, CheckpointError, Conditioning, DiTBackbone, InputError, TeacherConditioner,
+                      first_line, folder_model_type, resolve_device)
 
 COMPONENTS = {"transformer": FluxTransformer2DModel, "vae": AutoencoderKL, "scheduler": FlowMatchEulerDiscreteScheduler}
 
@@ -94,6 +92,9 @@ def _hub_hint(repo_id: str, sub: str) -> str:
 
 class FluxBackbone(DiTBackbone):
     """FLUX.1 (dev, schnell, shuttle, any Flux folder) as an X2I backbone, wrapping a text-encoder-free FluxPipeline."""
+
+    supports_true_cfg = True
+    supports_alignment = True
 
     def __init__(
         self,
@@ -196,16 +197,6 @@ class FluxBackbone(DiTBackbone):
     def execution_device(self) -> torch.device:
         """Where the transformer runs (the accelerator even when offloaded)."""
         return self.pipe._execution_device
-
-    def check_size(self, height: int, width: int) -> None:
-        """InputError unless height and width are positive multiples of `size_multiple`."""
-        m = self.size_multiple
-        if height <= 0 or width <= 0 or height % m or width % m:
-            near_h, near_w = max(m, round(height / m) * m), max(m, round(width / m) * m)
-            raise InputError(
-                f"width and height must be positive multiples of {m} for this backbone, "
-                f"got {width}x{height} (try {near_w}x{near_h})"
-            )
 
     def latent_grid(self, height: int, width: int) -> tuple[int, int]:
         """(rows, cols) of packed latent tokens: the image sequence is rows * cols long."""
@@ -384,30 +375,6 @@ class FluxBackbone(DiTBackbone):
         image = vae.decode(spatial.to(device=device, dtype=vae.dtype), return_dict=False)[0]
         self.pipe.maybe_free_model_hooks()
         return self.pipe.image_processor.postprocess(image, output_type="pil")
-
-    def generate(
-        self,
-        conditioning: Conditioning,
-        *,
-        height: int,
-        width: int,
-        num_inference_steps: int,
-        guidance_scale: float,
-        generator: torch.Generator | None = None,
-        latents: torch.Tensor | None = None,
-        on_step: Callable[[int, int], None] | None = None,
-        negative: Conditioning | None = None,
-        true_cfg_scale: float = 1.0,
-        **pipeline_kwargs: Any,
-    ) -> list:
-        """Sample one PIL image per conditioning row (padding masked); `on_step(i, total)` after each step.
-        `negative` + `true_cfg_scale` > 1: classifier-free guidance against that conditioning."""
-        latents = self.denoise(
-            conditioning, height=height, width=width, num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale, generator=generator, latents=latents, on_step=on_step,
-            negative=negative, true_cfg_scale=true_cfg_scale, **pipeline_kwargs,
-        )
-        return self.decode(latents, height, width)
 
     # -- alignment ---------------------------------------------------------------------------
     def attention_points(self) -> list[AttentionPoint]:

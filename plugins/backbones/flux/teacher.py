@@ -7,9 +7,7 @@ from typing import Sequence
 import torch
 from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel
 
-from x2i_core.device import resolve as resolve_device
-from x2i_core.errors import CheckpointError, first_line
-from x2i_core.interfaces import Conditioning, TeacherConditioner
+from x2i_core import CheckpointError, Conditioning, TeacherConditioner, first_line, resolve_device
 
 # subfolder -> what lives there, as in every diffusers Flux checkpoint
 TEACHER_PARTS = {

@@ -17,11 +17,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from x2i_core.device import resolve
-from x2i_core.errors import CheckpointError, InputError, first_line
-from x2i_core.interfaces import EncodedPrompt, MultimodalEncoder
-from x2i_core.media import load_image, sample_video
-from x2i_core.prompt import MultimodalPrompt
+from x2i_core import (CheckpointError, EncodedPrompt, InputError, MultimodalEncoder, MultimodalPrompt,
+                      expand_placeholders, first_line, load_image, sample_video)
+from x2i_core import resolve_device as resolve
 
 from .video import video_patches
 
@@ -209,8 +207,8 @@ class Qwen25VLEncoder(MultimodalEncoder):
                     # seconds of video per temporal patch: how far apart mrope places frame pairs in time
                     video_seconds.append(self.image_processor.temporal_patch_size / fps)
                     video_tokens.append(math.prod(grid) // merge)
-            text = _expand(text, IMAGE_TOKEN, image_tokens)
-            texts.append(_expand(text, VIDEO_TOKEN, video_tokens))
+            text = expand_placeholders(text, IMAGE_TOKEN, image_tokens)
+            texts.append(expand_placeholders(text, VIDEO_TOKEN, video_tokens))
         batch = self.tokenizer(
             texts, padding=True, return_tensors="pt", add_special_tokens=False, padding_side="right",
         )
@@ -281,16 +279,6 @@ def _check_options(max_pixels, min_pixels, video_max_pixels, video_fps, max_fram
         )
     if video_fps <= 0 or max_frames < 1:
         raise InputError(f"need video_fps > 0 and max_frames >= 1, got video_fps={video_fps}, max_frames={max_frames}")
-
-
-def _expand(text: str, token: str, counts: list[int]) -> str:
-    """Repeat the i-th placeholder `token` counts[i] times, as Qwen's processor does."""
-    pieces = text.split(token)
-    if len(pieces) - 1 != len(counts):
-        raise CheckpointError(
-            f"the chat template wrote {len(pieces) - 1} {token} placeholders for {len(counts)} inputs"
-        )
-    return pieces[0] + "".join(token * n + piece for n, piece in zip(counts, pieces[1:]))
 
 
 def _chat_template(pretrained: str, tokenizer, hub: dict) -> str:

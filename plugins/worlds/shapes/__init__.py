@@ -7,15 +7,13 @@ the `x2i shapes` command group (eval, train-*, align, report).
 """
 from pathlib import Path
 
-from x2i_core import AlignerSpec, BackboneSpec, EncoderSpec, hookimpl
+from x2i_core import AlignerSpec, BackboneSpec, EncoderSpec, WorldSpec, hookimpl
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 TEACHER_DIR = WEIGHTS / "teacher"  # diffusers FluxPipeline folder (teacher text encoders included)
 MLLM_DIR = WEIGHTS / "mllm"  # Qwen2.5-VL folder
 ALIGNNET_DIR = WEIGHTS / "alignnet"  # AlignNet folder made by `x2i align`
 IMAGE_PIXELS = 64 * 64
-#: what `x2i generate` uses when no --encoder/--backbone is given
-DEFAULT_WORLD = {"encoder": "shapes-mllm", "backbone": "shapes", "aligner": "shapes"}
 BACKBONE_OPTIONS = {"default_steps": 20, "default_guidance": 0.0, "max_sequence_length": 24, "default_size": 64,
                     "default_true_cfg": 3.0}
 
@@ -47,6 +45,16 @@ def register_aligners(register):
     register(AlignerSpec(
         "shapes", summary="shapes world AlignNet (all layers + conv, RKL), aligned with `x2i align`",
         pretrained=str(ALIGNNET_DIR), fits={"encoder": "shapes-mllm", "backbone": "shapes"},
+    ))
+
+
+@hookimpl
+def register_worlds(register):
+    """The shapes world as a complete set: `x2i generate` uses it when no model is named."""
+    register(WorldSpec(
+        "shapes", encoder="shapes-mllm", backbone="shapes", aligner="shapes",
+        summary="a 64x64 miniature X2I trained on CPU (teacher, MLLM, AlignNet)",
+        message="Using the built-in shapes world (64x64 miniature; pass --encoder/--backbone for real models).",
     ))
 
 

@@ -57,7 +57,8 @@ def task_accuracy(folder: str, n: int = 30, split: str = "heldout") -> dict:
     """Exact-match accuracy of greedy answers on held-out scenes: captioning (EN, DE) and translation (both ways)."""
     from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
-    from x2i_plugins.encoders.qwen25vl.encoder import IMAGE_TOKEN, _expand
+    from x2i_core import expand_placeholders as _expand
+    from x2i_plugins.encoders.qwen25vl.encoder import IMAGE_TOKEN
 
     from .train_mllm import build_image_processor, wrap
 

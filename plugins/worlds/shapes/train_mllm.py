@@ -147,7 +147,8 @@ def make_batch(rng: random.Random, n_scenes: int, edit_prob: float = 0.4, n_word
 def encode_examples(enc, examples):
     """input_ids, attention mask, labels, first-turn mask, image tensors, for a list of Examples."""
     from x2i_core.prompt import MultimodalPrompt
-    from x2i_plugins.encoders.qwen25vl.encoder import IMAGE_TOKEN, _expand
+    from x2i_core import expand_placeholders as _expand
+    from x2i_plugins.encoders.qwen25vl.encoder import IMAGE_TOKEN
 
     texts, rows, grids = [], [], []
     for ex in examples:
