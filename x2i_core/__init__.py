@@ -8,7 +8,7 @@ from importlib import import_module
 
 from .errors import CheckpointError, IncompatibleError, InputError, PluginError, X2IError, first_line
 from .hookspecs import hookimpl
-from .prompt import MultimodalPrompt, PromptPart
+from .prompt import MultimodalPrompt, PromptPart, Turn
 from .specs import AdapterSpec, AlignerSpec, BackboneSpec, ComponentSpec, EncoderSpec, WorldSpec
 
 __version__ = "0.1.0"
@@ -31,7 +31,7 @@ _LAZY = {
     "load_aligner": "x2i_core.generate",
     "load_image": "x2i_core.media", "sample_video": "x2i_core.media", "sample_video_frames": "x2i_core.media",
     "load_audio": "x2i_core.media",
-    "expand_placeholders": "x2i_core.templates",
+    "expand_placeholders": "x2i_core.templates", "chat_messages": "x2i_core.templates",
     "resolve_device": "x2i_core.device",
 }
 _RENAMED = {"resolve_device": "resolve"}  # public name -> name in its module
@@ -46,7 +46,7 @@ def __getattr__(name):
 
 __all__ = [
     "X2IError", "InputError", "CheckpointError", "IncompatibleError", "PluginError", "first_line",
-    "hookimpl", "MultimodalPrompt", "PromptPart",
+    "hookimpl", "MultimodalPrompt", "PromptPart", "Turn",
     "ComponentSpec", "EncoderSpec", "BackboneSpec", "AlignerSpec", "AdapterSpec", "WorldSpec",
     *_LAZY,
 ]

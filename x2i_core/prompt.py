@@ -1,6 +1,9 @@
-"""MultimodalPrompt: text, images, videos and audio clips in the order the user gave them.
+"""Prompts as conversations: MultimodalPrompt is the user's current turn (text, images, videos and audio
+clips in the order given) plus the earlier turns of the dialogue (`history`: system, user and assistant
+turns, oldest first). A one-shot prompt has no history.
 
 Plain data, no torch: media stay as paths (or PIL images / arrays) until an encoder loads them.
+`x2i_core.templates.chat_messages` renders a prompt into the chat-message list that HF chat templates take.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from typing import Any, Iterable, Literal
 
 Modality = Literal["text", "image", "video", "audio"]
 MODALITIES: tuple[str, ...] = ("text", "image", "video", "audio")
+ROLES: tuple[str, ...] = ("system", "user", "assistant")
 
 
 @dataclass(frozen=True)
@@ -33,10 +37,38 @@ class PromptPart:
 
 
 @dataclass(frozen=True)
+class Turn:
+    """One turn of a dialogue: a role (system, user or assistant) and its ordered parts."""
+
+    role: str
+    parts: tuple[PromptPart, ...] = ()
+
+    def __post_init__(self):
+        if self.role not in ROLES:
+            raise ValueError(f"unknown role {self.role!r}; expected one of {ROLES}")
+
+    @classmethod
+    def text(cls, role: str, text: str) -> "Turn":
+        """A turn holding one text part."""
+        return cls(role, (PromptPart("text", text),))
+
+
+@dataclass(frozen=True)
 class MultimodalPrompt:
-    """An ordered sequence of prompt parts."""
+    """The current user turn (an ordered sequence of parts) and the dialogue before it (`history`)."""
 
     parts: tuple[PromptPart, ...] = field(default_factory=tuple)
+    history: tuple[Turn, ...] = ()
+
+    @property
+    def turns(self) -> tuple[Turn, ...]:
+        """The whole dialogue, oldest first, ending with the current user turn."""
+        return (*self.history, Turn("user", self.parts))
+
+    def followed_by(self, answer: str, parts: Iterable[PromptPart] = ()) -> "MultimodalPrompt":
+        """The next prompt of a dialogue: this turn, the assistant's `answer` to it, then a new user turn."""
+        history = (*self.turns, Turn.text("assistant", answer)) if answer else self.turns
+        return MultimodalPrompt(tuple(parts), history)
 
     @classmethod
     def build(
@@ -86,12 +118,21 @@ class MultimodalPrompt:
 
     @property
     def modalities(self) -> set[str]:
-        return {p.modality for p in self.parts}
+        """Every modality used, earlier turns included (an encoder must read all of them)."""
+        return {p.modality for turn in self.turns for p in turn.parts}
+
+    def media(self) -> list[PromptPart]:
+        """Every non-text part of the dialogue, in order (what an encoder loads)."""
+        return [p for turn in self.turns for p in turn.parts if p.modality != "text"]
 
     def is_empty(self) -> bool:
         """True when there is no media and no non-blank text."""
         return not any(p.modality != "text" or str(p.value).strip() for p in self.parts)
 
     def describe(self) -> str:
-        """Every part described, in order."""
-        return " ".join(p.describe() for p in self.parts)
+        """Every part described, in order; earlier turns first, each as `[role] ...` (PNG metadata, logs)."""
+        current = " ".join(p.describe() for p in self.parts)
+        if not self.history:
+            return current
+        earlier = [f"[{t.role}] " + " ".join(p.describe() for p in t.parts) for t in self.history]
+        return " ".join([*earlier, f"[user] {current}"])

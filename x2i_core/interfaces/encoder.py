@@ -4,7 +4,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import ClassVar, Sequence
 
-from ..errors import InputError
+from ..errors import IncompatibleError, InputError
 from ..prompt import MultimodalPrompt
 from .values import EncodedPrompt
 
@@ -14,6 +14,8 @@ class MultimodalEncoder(ABC):
 
     #: the modalities this encoder understands, a subset of ("text", "image", "video", "audio")
     modalities: ClassVar[frozenset[str]] = frozenset({"text"})
+    #: `reply` and `encode_reply` work (the MLLM can answer first: --reason, and the answers of `x2i chat`)
+    supports_reply: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod
@@ -53,6 +55,15 @@ class MultimodalEncoder(ABC):
                 f"{self.identity} does not understand {', '.join(sorted(unsupported))} input "
                 f"(it takes {', '.join(sorted(self.modalities))})"
             )
+
+    def reply(self, prompt: MultimodalPrompt, *, max_new_tokens: int = 128) -> str:
+        """The model's greedy answer to the prompt (its whole dialogue), at most `max_new_tokens` tokens."""
+        raise IncompatibleError(f"the encoder {self.identity} cannot answer prompts (no text generation)")
+
+    def encode_reply(self, prompt: MultimodalPrompt, answer: str, *, with_prompt: bool = False) -> EncodedPrompt:
+        """Hidden states of `answer` as the assistant's turn after `prompt` (the reference's use-answer mode: only
+        the answer's tokens); `with_prompt` keeps the prompt's tokens before them too. Batch of one."""
+        raise IncompatibleError(f"the encoder {self.identity} cannot answer prompts (no text generation)")
 
     def to(self, device=None, dtype=None) -> "MultimodalEncoder":
         """Move the encoder's weights (a no-op unless the plugin overrides it); returns self."""
