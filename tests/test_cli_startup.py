@@ -2,7 +2,6 @@
 import os
 import subprocess
 import sys
-import time
 
 CHECK_NO_TORCH = """
 import sys
@@ -18,7 +17,7 @@ sys.exit(code)
 
 
 def _python(code, cwd=None):
-    env = {**os.environ, "X2I_PLUGINS": "none"}  # third-party plugins are not ours to measure
+    env = {**os.environ, "X2I_PLUGINS": "x2i"}  # the built-ins load (and must import no torch); third-party ones not
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
 
 
@@ -27,19 +26,6 @@ def test_help_and_plugins_do_not_import_torch():
         proc = _python(CHECK_NO_TORCH.format(args=args))
         assert proc.returncode == 0, proc.stderr
         assert "HEAVY:\n" in proc.stderr or proc.stderr.rstrip().endswith("HEAVY:"), (args, proc.stderr[-500:])
-
-
-def test_help_is_fast():
-    exe = [sys.executable, "-c", "from x2i_cli.main import main; main(['--help'])"]
-    env = {**os.environ, "X2I_PLUGINS": "none"}
-    subprocess.run(exe, capture_output=True, env=env, timeout=60)  # warm the file cache
-    best = float("inf")
-    for _ in range(3):  # best of three: the machine is shared
-        start = time.perf_counter()
-        proc = subprocess.run(exe, capture_output=True, env=env, timeout=60)
-        best = min(best, time.perf_counter() - start)
-        assert proc.returncode == 0
-    assert best < 0.5, f"x2i --help took {best:.2f} s"
 
 
 def test_generic_top_level_names_are_not_importable(tmp_path):

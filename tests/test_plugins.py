@@ -9,7 +9,7 @@ import types
 
 import pytest
 
-from x2i_core import EncoderSpec, hookimpl
+from x2i_core import EncoderSpec, WorldSpec, hookimpl
 from x2i_core.errors import PluginError
 from x2i_core.plugins import Registry, get_registry
 
@@ -62,7 +62,8 @@ def installed_plugin(tmp_path_factory):
 
 
 def run_x2i(args, target=None, env_extra=None, cwd=None):
-    env = {**os.environ, **(env_extra or {})}
+    env = {k: v for k, v in os.environ.items() if k != "X2I_PLUGINS"}  # conftest's "built-ins only" is not wanted here
+    env.update(env_extra or {})
     if target is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(target), env.get("PYTHONPATH", "")])
     code = "import sys; from x2i_cli.main import main; sys.exit(main(sys.argv[1:]))"
@@ -92,11 +93,24 @@ def test_third_party_plugin_via_entry_point_and_broken_one_reported(installed_pl
     assert hello_cmd.stdout.strip() == "hello from a plugin"
 
 
-@pytest.mark.parametrize("value, expected", [("none", set()), ("hello", {"hello"}), ("x2i-hello-plugin", {"hello", "broken"})])
-def test_env_var_restricts_third_party(installed_plugin, tmp_path, value, expected):
+@pytest.mark.parametrize("value, expected", [
+    ("none", set()), ("x2i", {"flux", "qwen25vl", "shapes"}), ("hello", {"hello"}),
+    ("x2i-hello-plugin", {"hello", "broken"}), ("x2i,hello", {"flux", "qwen25vl", "shapes", "hello"}),
+    ("flux,qwen25vl", {"flux", "qwen25vl"}),
+])
+def test_env_var_chooses_plugins_built_ins_included(installed_plugin, tmp_path, value, expected):
     result = run_x2i(["plugins", "--json"], installed_plugin, {"X2I_PLUGINS": value}, cwd=tmp_path)
-    third_party = {p["name"] for p in json.loads(result.stdout) if not p["builtin"]}
-    assert third_party == expected
+    loaded = {p["name"] for p in json.loads(result.stdout)}
+    # built-ins added later (new plugin folders) may join "x2i": compare the ones this test knows
+    known = {"flux", "qwen25vl", "shapes", "hello", "broken"}
+    assert loaded & known == expected
+
+
+def test_built_ins_switched_off_leave_no_default_world(tmp_path):
+    result = run_x2i(["generate", "-o", str(tmp_path / "x.png"), "a red circle"], env_extra={"X2I_PLUGINS": "none"},
+                     cwd=tmp_path)
+    assert result.returncode == 2 and "no default model" in result.stderr and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 class _Plugin:
@@ -106,6 +120,56 @@ class _Plugin:
     @hookimpl
     def register_encoders(self, register):
         register(EncoderSpec(self.name, "x2i_hello:Encoder"))
+
+
+def test_builtins_are_the_plugin_folders():
+    from pathlib import Path
+
+    import x2i_plugins
+
+    root = Path(x2i_plugins.__file__).parent
+    folders = {f"x2i_plugins.{p.parent.parent.name}.{p.parent.name}" for p in root.glob("*/*/__init__.py")}
+    assert set(x2i_plugins.builtin_plugins()) == folders
+
+
+def test_unknown_hook_fails_the_plugin():
+    misspelt = types.SimpleNamespace()
+
+    @hookimpl
+    def register_encoder(register):  # missing "s": would silently do nothing
+        register(EncoderSpec("never", "x2i_hello:Encoder"))
+
+    misspelt.register_encoder = register_encoder
+    registry = Registry()
+    info = registry.add_plugin(misspelt, "misspelt")
+    assert info.status == "failed" and "unknown hook(s) register_encoder" in info.error
+    assert registry.names("encoder") == []
+    registry.pm.check_pending()  # nothing unknown is left registered
+
+
+class _World:
+    def __init__(self, name):
+        self.name = name
+
+    @hookimpl
+    def register_worlds(self, register):
+        register(WorldSpec(self.name, encoder="e", backbone="b", aligner="a", message=f"using {self.name}"))
+
+
+def test_default_world_prefers_a_third_party_one_and_the_env_var(monkeypatch):
+    monkeypatch.delenv("X2I_DEFAULT_WORLD", raising=False)
+    registry = Registry()
+    registry.load_builtins()
+    assert registry.default_world().name == "shapes"
+    registry.add_plugin(_World("mine"), "mine")
+    assert registry.default_world().name == "mine"  # installing a world is a choice
+    monkeypatch.setenv("X2I_DEFAULT_WORLD", "shapes")
+    assert registry.default_world().name == "shapes"
+    monkeypatch.setenv("X2I_DEFAULT_WORLD", "nowhere")
+    with pytest.raises(PluginError, match="names no registered world"):
+        registry.default_world()
+    again = registry.add_plugin(_World("mine"), "mine-again")
+    assert again.status == "failed" and "already registered" in again.error
 
 
 def test_mock_plugin_register_and_unregister():
