@@ -14,6 +14,7 @@ BUILTIN_COMMANDS = {
     "eval-align": "x2i_cli.align:eval_align",
     "generate": "x2i_cli.generate:generate",
     "convert": "x2i_cli.convert_cmd:convert",
+    "fetch-aligner": "x2i_cli.fetch_aligner_cmd:fetch_aligner",
 }
 
 

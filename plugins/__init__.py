@@ -1,6 +1,6 @@
 """Built-in x2i plugins (installed as the package x2i_plugins).
 
-Every sub-package of encoders/, backbones/, adapters/ and worlds/ is a plugin of its own, found by
+Every sub-package of encoders/, backbones/, aligners/, adapters/ and worlds/ is a plugin of its own, found by
 `builtin_plugins()` (the x2i distribution's `x2i.collections` entry point): adding a built-in plugin is
 adding a folder. Built-ins use only the public API of x2i_core, like any third-party plugin.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pkgutil
 from pathlib import Path
 
-FAMILIES = ("encoders", "backbones", "adapters", "worlds")
+FAMILIES = ("encoders", "backbones", "aligners", "adapters", "worlds")
 
 
 def builtin_plugins() -> list[str]:

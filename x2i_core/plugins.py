@@ -251,11 +251,17 @@ class Registry:
         return ranked[0] if ranked else None
 
     def aligners_for(self, encoder: str, backbone: str) -> list[ComponentSpec]:
-        """Registered aligners trained for this encoder and backbone."""
-        return [
-            s for s in self.components["aligner"].values()
-            if s.fits.get("encoder") == encoder and s.fits.get("backbone") in (backbone, None)
-        ]
+        """Registered aligners for this encoder: those aligned on this backbone first, then those aligned on another
+        preset of the same backbone family (same factory: an AlignNet aligned on FLUX.1-dev serves schnell too)."""
+        def family(name: str | None) -> str | None:
+            spec = self.components["backbone"].get(name or "")
+            return spec.factory if spec is not None else None
+
+        mine = [s for s in self.components["aligner"].values() if s.fits.get("encoder") == encoder]
+        exact = [s for s in mine if s.fits.get("backbone") in (backbone, None)]
+        related = [s for s in mine if s not in exact and family(s.fits.get("backbone")) is not None
+                   and family(s.fits.get("backbone")) == family(backbone)]
+        return exact + related
 
 
 def folder_model_type(path: Path) -> str | None:

@@ -1,0 +1,1 @@
+"""Aligner plugins (registered trained AlignNets)."""
