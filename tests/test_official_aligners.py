@@ -67,7 +67,7 @@ def test_registered_official_aligners_fit_qwen_on_flux_family():
                                                                                     "backbone": "flux-dev"})
     assert [s.name for s in registry.aligners_for("qwen2.5-vl-7b", "flux-dev")] == [NAME]
     assert [s.name for s in registry.aligners_for("qwen2.5-vl-7b", "flux-schnell")] == [NAME]  # same family
-    assert registry.aligners_for("qwen2.5-vl-7b", "shapes") == [NAME]  # a flux preset too (widths are checked later)
+    assert [s.name for s in registry.aligners_for("qwen2.5-vl-7b", "shapes")] == [NAME]  # a flux preset too (widths are checked later)
     assert registry.aligners_for("qwen2.5-vl-3b", "flux-dev")[0].name == "x2i-qwen2.5-vl-3b"
 
 
