@@ -8,11 +8,11 @@ Shapes, in the names used throughout x2i:
   B batch, C encoder layers + 1 (embedding output first, after-final-norm last), S tokens,
   H encoder width, D backbone prompt width (4096 for FLUX's T5 slot), P pooled width (768, CLIP slot).
 """
-from .adapter import Adapter
+from .adapter import STEP_KEYS, Adapter, Guide, LatentsInfo, StepInputs
 from .aligner import Aligner
 from .backbone import DiTBackbone, TeacherConditioner
 from .encoder import MultimodalEncoder
 from .values import AttentionPoint, Conditioning, EncodedPrompt
 
-__all__ = ["MultimodalEncoder", "DiTBackbone", "TeacherConditioner", "Aligner", "Adapter",
-           "EncodedPrompt", "Conditioning", "AttentionPoint"]
+__all__ = ["MultimodalEncoder", "DiTBackbone", "TeacherConditioner", "Aligner", "Adapter", "Guide", "LatentsInfo",
+           "StepInputs", "STEP_KEYS", "EncodedPrompt", "Conditioning", "AttentionPoint"]

@@ -41,6 +41,9 @@ class DiTBackbone(ABC):
     supports_true_cfg: ClassVar[bool] = False
     #: attention_points, load_teacher, noise_latents and predict work, so `x2i align` can train an AlignNet
     supports_alignment: ClassVar[bool] = False
+    #: denoise/generate accept `request=GenerationRequest` (init image, strength, mask, outpaint) and
+    #: `guides=[Guide, ...]` (adapters' per-step inputs, x2i_core.interfaces.adapter), all in one sampling loop
+    supports_guides: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod

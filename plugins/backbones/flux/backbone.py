@@ -15,15 +15,15 @@ Facts checked in diffusers 0.42 (transformer_flux.py / pipeline_flux.py):
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-from diffusers.utils.torch_utils import randn_tensor
 
-from x2i_core import (AttentionPoint, CheckpointError, Conditioning, DiTBackbone, InputError, TeacherConditioner,
-                      first_line, folder_model_type, resolve_device)
+from x2i_core import (AttentionPoint, CheckpointError, Conditioning, DiTBackbone, GenerationRequest, Guide, InputError,
+                      TeacherConditioner, first_line, folder_model_type, resolve_device)
+
+from . import engine, sampling
 
 COMPONENTS = {"transformer": FluxTransformer2DModel, "vae": AutoencoderKL, "scheduler": FlowMatchEulerDiscreteScheduler}
 
@@ -95,6 +95,7 @@ class FluxBackbone(DiTBackbone):
 
     supports_true_cfg = True
     supports_alignment = True
+    supports_guides = True
 
     def __init__(
         self,
@@ -228,12 +229,10 @@ class FluxBackbone(DiTBackbone):
 
     # -- sampling ----------------------------------------------------------------------------
     def noise_latents(self, batch: int, height: int, width: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Packed pure noise (B, rows*cols, in_channels), drawn exactly as FluxPipeline.prepare_latents does."""
+        """Packed pure noise (B, rows*cols, 4 * latent channels), drawn exactly as FluxPipeline.prepare_latents does."""
         rows, cols = self.latent_grid(height, width)
-        channels = self.transformer.config.in_channels // 4
-        shape = (batch, channels, rows * 2, cols * 2)
-        noise = randn_tensor(shape, generator=generator, device=self.execution_device, dtype=self.transformer.dtype)
-        return FluxPipeline._pack_latents(noise, batch, channels, rows * 2, cols * 2)
+        channels = int(self.vae.config.latent_channels)
+        return sampling.draw_noise(batch, channels, rows, cols, generator, self.execution_device, self.transformer.dtype)
 
     def predict(
         self,
@@ -256,7 +255,7 @@ class FluxBackbone(DiTBackbone):
         guidance = None
         if self.transformer.config.guidance_embeds:
             guidance = torch.full((batch,), float(guidance_scale), device=dev, dtype=torch.float32)
-        img_ids = FluxPipeline._prepare_latent_image_ids(batch, rows, cols, dev, prompt.dtype)
+        img_ids = sampling.image_ids(rows, cols, dev, prompt.dtype)
         txt_ids = torch.zeros(prompt.shape[1], 3, device=dev, dtype=prompt.dtype)
         mask = self.joint_attention_mask(conditioning, height, width)
         return self.transformer(
@@ -280,14 +279,16 @@ class FluxBackbone(DiTBackbone):
         width: int,
         num_inference_steps: int,
         guidance_scale: float,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         on_step: Callable[[int, int], None] | None = None,
         negative: Conditioning | None = None,
         true_cfg_scale: float = 1.0,
-        **pipeline_kwargs: Any,
+        request: GenerationRequest | None = None,
+        guides: Sequence[Guide] = (),
     ) -> torch.Tensor:
-        """The FluxPipeline sampling loop from embeddings; returns the final packed latents.
+        """Final packed latents from the one Flux loop (engine.run): plain, true CFG, img2img/inpaint/outpaint
+        (from `request`: init_image, strength, mask, outpaint) and adapter guides, in any combination.
 
         With `negative` and `true_cfg_scale` > 1: classifier-free guidance, v = v_neg + s (v - v_neg), with each
         conditioning's own padding mask (diffusers' true-CFG path shares one mask between both passes).
@@ -295,80 +296,16 @@ class FluxBackbone(DiTBackbone):
         self.check_size(height, width)
         if num_inference_steps < 1:
             raise InputError(f"the number of steps must be at least 1, got {num_inference_steps}")
-        if negative is not None and true_cfg_scale > 1:
-            if pipeline_kwargs:
-                raise InputError(f"true CFG cannot be combined with {', '.join(sorted(pipeline_kwargs))}")
-            return self._denoise_true_cfg(conditioning, negative, true_cfg_scale, height=height, width=width,
-                                          num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                                          generator=generator, latents=latents, on_step=on_step)
-        prompt, pooled = self._embeds(conditioning)
-        attention_kwargs = dict(pipeline_kwargs.pop("joint_attention_kwargs", None) or {})
-        mask = self.joint_attention_mask(conditioning, height, width)
-        if mask is not None:
-            attention_kwargs["attention_mask"] = mask
-
-        def step_end(pipe, i, t, tensors):
-            if on_step is not None:
-                on_step(i + 1, num_inference_steps)
-            return {}
-
-        return self.pipe(
-            prompt_embeds=prompt,
-            pooled_prompt_embeds=pooled,
-            height=height,
-            width=width,
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            generator=generator,
-            latents=latents,
-            joint_attention_kwargs=attention_kwargs or None,
-            callback_on_step_end=step_end,
-            output_type="latent",
-            return_dict=False,
-            **pipeline_kwargs,
-        )[0]
-
-    def sampling_timesteps(self, num_inference_steps: int, image_seq_len: int) -> torch.Tensor:
-        """The scheduler's timesteps (0..1000) for this many steps, computed as FluxPipeline computes them."""
-        from diffusers.pipelines.flux.pipeline_flux import calculate_shift, retrieve_timesteps
-
-        config = self.pipe.scheduler.config
-        sigmas = np.linspace(1.0, 1 / num_inference_steps, num_inference_steps)
-        if getattr(config, "use_flow_sigmas", False):
-            sigmas = None
-        mu = calculate_shift(image_seq_len, config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096),
-                             config.get("base_shift", 0.5), config.get("max_shift", 1.15))
-        timesteps, _ = retrieve_timesteps(self.pipe.scheduler, num_inference_steps, self.execution_device,
-                                          sigmas=sigmas, mu=mu)
-        return timesteps
-
-    def _denoise_true_cfg(self, conditioning, negative, scale, *, height, width, num_inference_steps, guidance_scale,
-                          generator, latents, on_step) -> torch.Tensor:
-        """FluxPipeline's Euler loop with two predictions per step (conditional, negative) mixed by `scale`."""
-        batch = conditioning.prompt_embeds.shape[0]
-        if negative.prompt_embeds.shape[0] == 1 and batch > 1:
-            negative = negative.repeat(batch)
-        if latents is None:
-            latents = self.noise_latents(batch, height, width, generator)
-        latents = latents.to(device=self.execution_device, dtype=self.transformer.dtype)
-        timesteps = self.sampling_timesteps(num_inference_steps, latents.shape[1])
-        scheduler = self.pipe.scheduler
-        kwargs = dict(height=height, width=width, guidance_scale=guidance_scale)
-        for i, t in enumerate(timesteps):
-            sigma = (t / 1000).expand(batch)
-            velocity = self.predict(latents, sigma, conditioning, **kwargs)
-            unconditional = self.predict(latents, sigma, negative, **kwargs)
-            velocity = unconditional + scale * (velocity - unconditional)
-            latents = scheduler.step(velocity, t, latents, return_dict=False)[0].to(self.transformer.dtype)
-            if on_step is not None:
-                on_step(i + 1, num_inference_steps)
-        return latents
+        return engine.run(self, conditioning, height=height, width=width, num_inference_steps=num_inference_steps,
+                          guidance_scale=guidance_scale, generator=generator, latents=latents, on_step=on_step,
+                          negative=negative, true_cfg_scale=true_cfg_scale, request=request, guides=guides)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, height: int, width: int) -> list:
         """Packed latents -> PIL images (unpack, undo the VAE scaling and shift, decode), as FluxPipeline does."""
         vae = self.vae
-        spatial = FluxPipeline._unpack_latents(latents, height, width, self.vae_scale_factor)
+        rows, cols = self.latent_grid(height, width)
+        spatial = sampling.unpack(latents, rows, cols)
         spatial = spatial / vae.config.scaling_factor + vae.config.shift_factor
         # With model offload, vae.decode's forward hook moves the VAE to the accelerator itself.
         device = self.execution_device if self.offload else vae.device
