@@ -34,7 +34,7 @@ _LAZY = {
     "X2IPipeline": "x2i_core.generate",
     "load_aligner": "x2i_core.generate",
     "load_image": "x2i_core.media", "sample_video": "x2i_core.media", "sample_video_frames": "x2i_core.media",
-    "load_audio": "x2i_core.media",
+    "load_audio": "x2i_core.media", "video_sound_track": "x2i_core.media",
     "expand_placeholders": "x2i_core.templates", "chat_messages": "x2i_core.templates",
     "resolve_device": "x2i_core.device",
     "OfficialAligner": "x2i_core.official",
