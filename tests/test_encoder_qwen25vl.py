@@ -8,9 +8,9 @@ from PIL import Image
 
 from x2i_core.errors import CheckpointError, InputError
 from x2i_core.plugins import get_registry, load_component
-from x2i_core.prompt import MultimodalPrompt
+from x2i_core.prompt import MultimodalPrompt, PromptPart
 from x2i_core.testing import check_encoder, write_test_video
-from x2i_plugins.encoders.qwen25vl.encoder import Qwen25VLEncoder
+from x2i_plugins.encoders.qwen25vl.encoder import IMAGE_TOKEN, Qwen25VLEncoder
 from x2i_plugins.encoders.qwen25vl.tiny import write_tiny_qwen25vl
 from x2i_plugins.encoders.qwen25vl.video import video_patches
 
@@ -49,7 +49,7 @@ def test_loads_real_layout(encoder, qwen_dir):
     assert (encoder.num_layers, encoder.hidden_size) == (LAYERS, HIDDEN)
     assert encoder.identity == f"qwen2.5-vl({qwen_dir})"
     assert not encoder.model.training and not any(p.requires_grad for p in encoder.model.parameters())
-    assert not hasattr(encoder.model, "lm_head")  # the base model: no logits work
+    assert not hasattr(encoder.model, "lm_head")  # the base model: the lm_head is read only when it answers
     assert type(encoder.image_processor).__name__ == "Qwen2VLImageProcessorPil"
 
 
@@ -287,3 +287,80 @@ def test_text_only_tokenizer_template_is_skipped(encoder, qwen_dir, tmp_path):
     (folder / "chat_template.json").unlink()
     with pytest.raises(CheckpointError, match="no chat template that places images"):
         Qwen25VLEncoder.from_pretrained(str(folder), device="cpu")
+
+
+def test_one_turn_token_ids_are_those_of_a_single_user_message(encoder, media):
+    """The dialogue renderer gives a one-turn prompt exactly the ids of one user message (the shapes world's
+    figures were measured with them): parts in order, consecutive text joined by a space, blank text dropped."""
+    prompt = MultimodalPrompt((PromptPart("text", "a cat"), PromptPart("text", "on a mat"), PromptPart("image", media["b"]),
+                               PromptPart("text", "  "), PromptPart("text", "in blue")))
+    content = [{"type": "text", "text": "a cat on a mat"}, {"type": "image"}, {"type": "text", "text": "in blue"}]
+    text = encoder.tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                                 chat_template=encoder.chat_template, add_generation_prompt=False)
+    assert encoder.render(prompt) == text
+    inputs = encoder.prepare([prompt])
+    tokens = int(inputs["image_grid_thw"].prod()) // 4
+    expected = encoder.tokenizer(text.replace(IMAGE_TOKEN, IMAGE_TOKEN * tokens), add_special_tokens=False)["input_ids"]
+    assert inputs["input_ids"][0].tolist() == expected
+
+
+def test_dialogue_renders_every_turn_with_media_in_order(encoder, media):
+    first = MultimodalPrompt.build("a dog", images=[media["a"]])
+    prompt = first.followed_by("A brown dog.", MultimodalPrompt.build("the same dog, in snow", images=[media["b"]]).parts)
+    text = encoder.render(prompt)
+    assert text.count("<|im_start|>user") == 2 and "<|im_start|>assistant\nA brown dog.<|im_end|>" in text
+    inputs = encoder.prepare([prompt])
+    assert inputs["image_grid_thw"].tolist() == [[1, 6, 8], [1, 4, 4]]  # the earlier turn's image first
+    out = encoder.encode([prompt])
+    assert out.hidden_states.shape[2] == int(inputs["attention_mask"].sum())
+
+
+def test_reference_template(qwen_dir, media):
+    ref = Qwen25VLEncoder.from_pretrained(qwen_dir, device="cpu", template="reference", reference_length=128)
+    prompt = MultimodalPrompt.from_text("a red circle")
+    wrapped = str({"Text input": "a red circle", "Instruction editing description": "no", "image input": "no"})
+    assert ref.render(prompt) == ref.tokenizer.apply_chat_template(
+        [{"role": "user", "content": [{"type": "text", "text": wrapped}]}], chat_template=ref.chat_template,
+        tokenize=False, add_generation_prompt=True)
+    assert ref.render(prompt).endswith(f"{wrapped}<|im_end|>\n<|im_start|>assistant\n")
+    inputs = ref.prepare([prompt])
+    n = int(inputs["attention_mask"].sum())
+    assert inputs["input_ids"].shape == (1, 128) and n < 128 and not bool(inputs["attention_mask"][0, :128 - n].any())  # left padding
+    out = ref.encode([prompt])
+    assert bool(out.attention_mask.all()) and out.hidden_states.shape[2] == 128
+    with torch.no_grad():  # the model's own pad states are kept (not zeroed): exactly the raw forward's output
+        ref.model.rope_deltas = None
+        raw = torch.stack(ref.model(**inputs, output_hidden_states=True).hidden_states, dim=1)
+    torch.testing.assert_close(out.hidden_states, raw, atol=0, rtol=0)
+    with_image = ref.prepare([MultimodalPrompt.build("this dog", images=[media["a"]])])
+    assert with_image["image_grid_thw"].tolist() == [[1, 10, 10]]  # resized to 128x128 -> 140x140 -> 25 tokens
+    assert "'image input': 'yes'" in ref.tokenizer.decode(with_image["input_ids"][0])
+    default = Qwen25VLEncoder.from_pretrained(qwen_dir, device="cpu", template="reference")
+    assert default.encode([prompt]).hidden_states.shape[2] == 512
+    with pytest.raises(InputError, match="template must be one of"):
+        Qwen25VLEncoder.from_pretrained(qwen_dir, device="cpu", template="nope")
+
+
+def test_reply_is_greedy_with_the_checkpoints_lm_head(encoder, qwen_dir):
+    from safetensors import safe_open
+
+    prompt = MultimodalPrompt.from_text("a red circle")
+    answer = encoder.reply(prompt, max_new_tokens=4)
+    inputs = encoder.prepare([prompt], answers=[""])
+    ids = inputs["input_ids"]
+    head = encoder._language_head().lm_head
+    with safe_open(f"{qwen_dir}/model.safetensors", framework="pt") as f:
+        assert torch.equal(head.weight, f.get_tensor("lm_head.weight"))  # untied in the tiny config: read from disk
+    assert not hasattr(encoder.model, "lm_head")
+    with torch.no_grad():
+        for _ in range(4):
+            encoder.model.rope_deltas = None
+            hidden = encoder.model(input_ids=ids, mm_token_type_ids=torch.zeros_like(ids)).last_hidden_state
+            ids = torch.cat([ids, head(hidden[:, -1]).argmax(-1)[:, None]], 1)
+    assert answer == encoder.tokenizer.decode(ids[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    only = encoder.encode_reply(prompt, "a red cat")
+    n = len(encoder.tokenizer("a red cat", add_special_tokens=False)["input_ids"])
+    assert only.hidden_states.shape[:3] == (1, LAYERS, n) and bool(only.attention_mask.all())
+    full = encoder.encode_reply(prompt, "a red cat", with_prompt=True)
+    assert full.hidden_states.shape[2] == inputs["input_ids"].shape[1] + n
+    torch.testing.assert_close(full.hidden_states[:, :, -n:], only.hidden_states)

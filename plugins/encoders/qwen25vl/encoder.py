@@ -1,8 +1,18 @@
 """Qwen2.5-VL as an x2i MultimodalEncoder: text, images and video in, every layer's hidden states out.
 
-One prompt template for alignment (text only) and generation: the checkpoint's own chat template
-applied to a single user turn whose content lists the prompt's parts in order, with no generation
-prompt. Images go through the image processor (the PIL one: torchvision is not available here);
+Two prompt templates (option `template`):
+- "x2i" (default), one template for alignment (text only) and generation: the checkpoint's own chat
+  template over the whole dialogue (earlier turns, then the current user turn, parts in order; see
+  x2i_core.templates.chat_messages), with no generation prompt, right-padded with a mask.
+- "reference": what the reference's released Qwen2.5-VL AlignNets were trained on (train_qwenvl.py,
+  datamodule_qwenvl.py): the text wrapped as `str({'Text input': ..., 'Instruction editing description':
+  'no', 'image input': 'no'})` in one user turn, the generation prompt added, LEFT-padded to
+  `reference_length` (512) with the model's own pad-token states kept and a mask that is all True (the
+  reference's unmasked mean); images resized to 128x128 (25 tokens) and videos at 128x128 pixels per
+  frame, as its inference script did, with the dict its multimodal front end wrote for media.
+The encoder can also answer (`reply`, greedy) with the checkpoint's lm_head, read on first use.
+
+Images go through the image processor (the PIL one: torchvision is not available here);
 videos are patchified by hand into real `pixel_values_videos` (see video.py) with
 `second_per_grid_ts`, so the model's 3-D rotary positions space frames in time as in Qwen's processor.
 """
@@ -18,9 +28,10 @@ import numpy as np
 import torch
 
 from x2i_core import (CheckpointError, EncodedPrompt, InputError, MultimodalEncoder, MultimodalPrompt,
-                      expand_placeholders, first_line, load_image, sample_video)
+                      chat_messages, expand_placeholders, first_line, load_image, sample_video)
 from x2i_core import resolve_device as resolve
 
+from .lm_head import lm_head_weight
 from .video import video_patches
 
 IMAGE_TOKEN = "<|image_pad|>"
@@ -35,12 +46,24 @@ DEFAULT_MAX_PIXELS = 64 * PIXELS_PER_TOKEN
 DEFAULT_MIN_PIXELS = 4 * PIXELS_PER_TOKEN
 #: Per frame, at most 32 tokens per 2-frame temporal patch: 16 frames cost at most 256 tokens.
 DEFAULT_VIDEO_MAX_PIXELS = 32 * PIXELS_PER_TOKEN
+TEMPLATES = ("x2i", "reference")
+REFERENCE_IMAGE_SIZE = (128, 128)  # the reference resized every image to 128x128 (25 tokens)
+REFERENCE_VIDEO_MAX_PIXELS = 128 * 128  # and sampled videos at max_pixels 128 * 128
+
+
+def reference_text(text: str, has_media: bool) -> str:
+    """The reference's instruction dict as `str(dict)`: its training form for text (datamodule_qwenvl.py);
+    with media, the form its multimodal front end (x2i_comfyui/model.py, inference_multi_turn.py) wrote."""
+    if has_media:
+        return str({"Text input": text, "Instruction editing description": "", "image input": "yes"})
+    return str({"Text input": text, "Instruction editing description": "no", "image input": "no"})
 
 
 class Qwen25VLEncoder(MultimodalEncoder):
     """Qwen2.5-VL (3B, 7B or any folder of that architecture) as a multimodal prompt encoder."""
 
     modalities = frozenset({"text", "image", "video"})
+    supports_reply = True
 
     def __init__(
         self,
@@ -55,8 +78,13 @@ class Qwen25VLEncoder(MultimodalEncoder):
         video_max_pixels: int = DEFAULT_VIDEO_MAX_PIXELS,
         video_fps: float = 1.0,
         max_frames: int = 16,
+        template: str = "x2i",
+        reference_length: int = 512,
     ):
-        _check_options(max_pixels, min_pixels, video_max_pixels, video_fps, max_frames)
+        _check_options(max_pixels, min_pixels, video_max_pixels, video_fps, max_frames, template, reference_length)
+        self.template, self.reference_length = template, int(reference_length)
+        self._generator = None
+        self._hub: dict = {}
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.image_processor = image_processor
@@ -81,19 +109,23 @@ class Qwen25VLEncoder(MultimodalEncoder):
         video_max_pixels: int = DEFAULT_VIDEO_MAX_PIXELS,
         video_fps: float = 1.0,
         max_frames: int = 16,
+        template: str = "x2i",
+        reference_length: int = 512,
         attn_implementation: str = "sdpa",
         revision: str | None = None,
         trust_remote_code: bool = False,
     ) -> "Qwen25VLEncoder":
         """Load model, tokenizer, image processor and chat template from a hub id or a local folder.
 
-        Only the base model is loaded (vision tower + language model, no lm_head): we need hidden
-        states, never logits. `trust_remote_code` is accepted and ignored: transformers' own classes run.
+        Only the base model is loaded (vision tower + language model): `reply` reads the lm_head weight on first
+        use. `template`: "x2i" or "reference" (see the module docstring); `reference_length` pads the reference
+        template. `trust_remote_code` is accepted and ignored: transformers' own classes run.
         """
         from transformers import AutoConfig, AutoTokenizer, Qwen2_5_VLModel
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-        _check_options(max_pixels, min_pixels, video_max_pixels, video_fps, max_frames)  # before a long load
+        _check_options(max_pixels, min_pixels, video_max_pixels, video_fps, max_frames, template,
+                       reference_length)  # before a long load
         device, dtype = resolve(device, dtype)
         pretrained = str(pretrained)
         hub = {"revision": revision} if revision else {}
@@ -123,11 +155,13 @@ class Qwen25VLEncoder(MultimodalEncoder):
             )
         tokenizer.padding_side = "right"
         chat_template = _chat_template(pretrained, tokenizer, hub)
-        return cls(
+        encoder = cls(
             model, tokenizer, image_processor, chat_template, pretrained=pretrained,
             max_pixels=max_pixels, min_pixels=min_pixels, video_max_pixels=video_max_pixels,
-            video_fps=video_fps, max_frames=max_frames,
+            video_fps=video_fps, max_frames=max_frames, template=template, reference_length=reference_length,
         )
+        encoder._hub = hub
+        return encoder
 
     # -- shapes and identity ---------------------------------------------------------------------
     @property
@@ -158,50 +192,56 @@ class Qwen25VLEncoder(MultimodalEncoder):
     def to(self, device=None, dtype=None) -> "Qwen25VLEncoder":
         """Move (and optionally cast) the model; returns self."""
         self.model.to(device=device, dtype=dtype)
+        if self._generator is not None:
+            self._generator.lm_head.to(device=device, dtype=dtype)
         return self
 
     # -- the prompt template ---------------------------------------------------------------------
-    def render(self, prompt: MultimodalPrompt) -> str:
-        """The prompt as template text, one <|image_pad|>/<|video_pad|> per image/video (not yet expanded)."""
-        content = []
-        for part in prompt.parts:
-            if part.modality == "text":
-                text = str(part.value)
-                if not text.strip():
-                    continue
-                if any(token in text for token in RESERVED_TOKENS):
+    def render(self, prompt: MultimodalPrompt, *, add_generation_prompt: bool = False,
+               template: str | None = None) -> str:
+        """The dialogue as template text, one <|image_pad|>/<|video_pad|> per image/video (not yet expanded)."""
+        for turn in prompt.turns:
+            for part in turn.parts:
+                if part.modality == "text" and any(token in str(part.value) for token in RESERVED_TOKENS):
                     raise InputError(f"the prompt text contains a reserved Qwen token ({', '.join(RESERVED_TOKENS)})")
-                if content and content[-1]["type"] == "text":  # consecutive text parts read as one sentence
-                    content[-1]["text"] += " " + text
-                    continue
-                content.append({"type": "text", "text": text})
-            else:
-                content.append({"type": part.modality})
+        if (template or self.template) == "reference":
+            if prompt.history:
+                raise InputError("the reference template reads one prompt, not a dialogue (use template 'x2i')")
+            media = prompt.media()
+            content = [{"type": p.modality} for p in media]
+            content.append({"type": "text", "text": reference_text(prompt.text, bool(media))})
+            messages, add_generation_prompt = [{"role": "user", "content": content}], True
+        else:
+            messages = chat_messages(prompt)
         return self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": content}],
-            chat_template=self.chat_template, tokenize=False, add_generation_prompt=False,
+            messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=add_generation_prompt,
         )
 
-    def prepare(self, prompts: Sequence[MultimodalPrompt | str]) -> dict[str, torch.Tensor]:
-        """Everything the model takes for a batch, as Qwen's processor would build it, right-padded."""
+    def prepare(self, prompts: Sequence[MultimodalPrompt | str], *, answers: Sequence[str] | None = None,
+                template: str | None = None) -> dict[str, torch.Tensor]:
+        """Everything the model takes for a batch, as Qwen's processor would build it. With `answers`: the x2i
+        template with the generation prompt, then each answer's tokens."""
         prompts = [MultimodalPrompt.coerce(p) for p in prompts]
         if not prompts:
             raise InputError("no prompts to encode")
+        reference = (template or self.template) == "reference" and answers is None
         texts, image_rows, image_grids, video_rows, video_grids, video_seconds = [], [], [], [], [], []
         merge = int(self.image_processor.merge_size) ** 2
         for prompt in prompts:
             self.check_prompt(prompt)
-            text = self.render(prompt)
+            text = self.render(prompt, add_generation_prompt=answers is not None,
+                               template="reference" if reference else "x2i")
             image_tokens, video_tokens = [], []
-            for part in prompt.parts:
+            for part in prompt.media():
                 if part.modality == "image":
-                    rows, grid = self._image_patches(part.value)
+                    rows, grid = self._image_patches(part.value, reference=reference)
                     image_rows.append(rows)
                     image_grids.append(grid)
                     image_tokens.append(math.prod(grid) // merge)
                 elif part.modality == "video":
                     frames, fps = self._video_frames(part.value)
-                    rows, grid = video_patches(frames, self.image_processor, self._size(self.video_max_pixels))
+                    frame_pixels = REFERENCE_VIDEO_MAX_PIXELS if reference else self.video_max_pixels
+                    rows, grid = video_patches(frames, self.image_processor, self._size(frame_pixels))
                     video_rows.append(rows)
                     video_grids.append(grid)
                     # seconds of video per temporal patch: how far apart mrope places frame pairs in time
@@ -209,9 +249,17 @@ class Qwen25VLEncoder(MultimodalEncoder):
                     video_tokens.append(math.prod(grid) // merge)
             text = expand_placeholders(text, IMAGE_TOKEN, image_tokens)
             texts.append(expand_placeholders(text, VIDEO_TOKEN, video_tokens))
-        batch = self.tokenizer(
-            texts, padding=True, return_tensors="pt", add_special_tokens=False, padding_side="right",
-        )
+        if answers is not None:  # tokenised apart, so the answer's tokens are exactly its own
+            rows = [self.tokenizer(t, add_special_tokens=False)["input_ids"]
+                    + self.tokenizer(a, add_special_tokens=False)["input_ids"] for t, a in zip(texts, answers)]
+            batch = self.tokenizer.pad({"input_ids": rows}, padding=True, return_tensors="pt", padding_side="right")
+        elif reference:  # left padding to at least 512, as the reference's training did (never truncated)
+            batch = self.tokenizer(texts, return_tensors="pt", add_special_tokens=False, padding="max_length",
+                                   max_length=max(self.reference_length, *self._lengths(texts)), padding_side="left")
+        else:
+            batch = self.tokenizer(
+                texts, padding=True, return_tensors="pt", add_special_tokens=False, padding_side="right",
+            )
         input_ids = batch["input_ids"]
         inputs = {
             "input_ids": input_ids,
@@ -233,27 +281,86 @@ class Qwen25VLEncoder(MultimodalEncoder):
     def encode(self, prompts: Sequence[MultimodalPrompt | str]) -> EncodedPrompt:
         """All hidden states (B, layers + 1, S, H), embedding output first, and the (B, S) bool mask."""
         inputs = self.prepare(prompts)
+        hidden_states = self._forward(inputs)
+        mask = inputs["attention_mask"].to(hidden_states.device).bool()
+        if self.template == "reference":  # the reference attended to and averaged over every row, padding included
+            mask = torch.ones_like(mask)
+        # zero the padding so that what an aligner sees there never depends on the batch (reference: none masked)
+        hidden_states = hidden_states * mask[:, None, :, None].to(hidden_states.dtype)
+        return EncodedPrompt(hidden_states, mask)
+
+    def _model_inputs(self, inputs: dict) -> dict:
         device = self.device
         inputs = {k: v.to(device) for k, v in inputs.items()}
         for key in ("pixel_values", "pixel_values_videos"):
             if key in inputs:
                 inputs[key] = inputs[key].to(self.dtype)
+        return inputs
+
+    def _forward(self, inputs: dict) -> torch.Tensor:
         self.model.rope_deltas = None  # a cache for incremental decoding; never carry it between prompts
-        out = self.model(**inputs, output_hidden_states=True, use_cache=False, return_dict=True)
+        out = self.model(**self._model_inputs(inputs), output_hidden_states=True, use_cache=False, return_dict=True)
         hidden_states = torch.stack(out.hidden_states, dim=1)
         if hidden_states.shape[1] != self.num_layers:
             raise RuntimeError(f"expected {self.num_layers} hidden states, the model returned {hidden_states.shape[1]}")
-        mask = inputs["attention_mask"].bool()
-        # zero the padding so that what an aligner sees there never depends on the batch
-        hidden_states = hidden_states * mask[:, None, :, None].to(hidden_states.dtype)
+        return hidden_states
+
+    def _lengths(self, texts: list[str]) -> list[int]:
+        return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    # -- answering -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def reply(self, prompt: MultimodalPrompt, *, max_new_tokens: int = 128) -> str:
+        """The model's greedy answer to the prompt's dialogue (x2i template + generation prompt)."""
+        inputs = self._model_inputs(self.prepare([MultimodalPrompt.coerce(prompt)], answers=[""]))
+        generator = self._language_head()
+        stops = [i for i in (self.tokenizer.convert_tokens_to_ids("<|im_end|>"), self.tokenizer.eos_token_id)
+                 if isinstance(i, int) and i >= 0]
+        self.model.rope_deltas = None
+        out = generator.generate(**inputs, max_new_tokens=int(max_new_tokens), do_sample=False,
+                                 eos_token_id=stops or None, pad_token_id=self.tokenizer.pad_token_id)
+        self.model.rope_deltas = None
+        return self.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+    @torch.no_grad()
+    def encode_reply(self, prompt: MultimodalPrompt, answer: str, *, with_prompt: bool = False) -> EncodedPrompt:
+        """Hidden states of `answer` as the assistant's turn after the prompt (all tokens with `with_prompt`)."""
+        inputs = self.prepare([MultimodalPrompt.coerce(prompt)], answers=[answer])
+        answer_tokens = len(self.tokenizer(answer, add_special_tokens=False)["input_ids"])
+        if answer_tokens == 0 and not with_prompt:
+            raise InputError("the answer is empty: nothing to encode")
+        hidden_states = self._forward(inputs)
+        if not with_prompt:
+            hidden_states = hidden_states[:, :, hidden_states.shape[2] - answer_tokens:]
+        mask = torch.ones(hidden_states.shape[0], hidden_states.shape[2], dtype=torch.bool, device=hidden_states.device)
         return EncodedPrompt(hidden_states, mask)
+
+    def _language_head(self):
+        """Qwen2_5_VLForConditionalGeneration around the loaded base model and the checkpoint's lm_head (built once,
+        on first use: no second copy of the model, and no lm_head memory unless the encoder answers)."""
+        if self._generator is None:
+            from transformers import Qwen2_5_VLForConditionalGeneration
+
+            with torch.device("meta"):
+                generator = Qwen2_5_VLForConditionalGeneration(self.model.config)
+            generator.model = self.model
+            embed = self.model.get_input_embeddings().weight
+            weight = lm_head_weight(self.pretrained, ("lm_head.weight", "model.lm_head.weight"), self._hub)
+            head = torch.nn.Linear(embed.shape[1], embed.shape[0], bias=False, device=embed.device, dtype=embed.dtype)
+            # small checkpoints tie the lm_head to the embeddings and store no copy of it
+            head.weight = embed if weight is None else torch.nn.Parameter(weight.to(embed), requires_grad=False)
+            generator.lm_head = head.requires_grad_(False)
+            self._generator = generator.eval()
+        return self._generator
 
     # -- media -----------------------------------------------------------------------------------
     def _size(self, max_pixels: int) -> dict:
         return {"shortest_edge": self.min_pixels, "longest_edge": max_pixels}
 
-    def _image_patches(self, value: Any) -> tuple[np.ndarray, list[int]]:
+    def _image_patches(self, value: Any, *, reference: bool = False) -> tuple[np.ndarray, list[int]]:
         image = load_image(value)
+        if reference:
+            image = image.resize(REFERENCE_IMAGE_SIZE)
         if max(image.size) / max(1, min(image.size)) > 200:  # Qwen's resize rule rejects these
             raise InputError(f"image {_name(value)} is too elongated ({image.size[0]}x{image.size[1]})")
         out = self.image_processor(images=[image], size=self._size(self.max_pixels), return_tensors="np")
@@ -270,8 +377,13 @@ class Qwen25VLEncoder(MultimodalEncoder):
         return sample_video(value, fps=self.video_fps, max_frames=self.max_frames)
 
 
-def _check_options(max_pixels, min_pixels, video_max_pixels, video_fps, max_frames) -> None:
-    """InputError for media options that cannot work."""
+def _check_options(max_pixels, min_pixels, video_max_pixels, video_fps, max_frames, template="x2i",
+                   reference_length=512) -> None:
+    """InputError for options that cannot work."""
+    if template not in TEMPLATES:
+        raise InputError(f"template must be one of {', '.join(TEMPLATES)}, got {template!r}")
+    if reference_length < 1:
+        raise InputError(f"need reference_length >= 1, got {reference_length}")
     if min_pixels < 1 or max_pixels < min_pixels or video_max_pixels < min_pixels:
         raise InputError(
             f"need 0 < min_pixels <= max_pixels and video_max_pixels, got min_pixels={min_pixels}, "
