@@ -1,0 +1,293 @@
+"""The built-in `minicpm-o` encoder (the port of MiniCPM-o-2.6 onto transformers' parts) on a tiny folder of the
+released layout written by write_tiny_minicpmo: every modality, both templates, answers, bad inputs and bad
+checkpoints, and `x2i generate --encoder minicpm --audio` end to end."""
+import json
+import shutil
+import types
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from x2i_cli.main import cli
+from x2i_core import MultimodalPrompt, PromptPart
+from x2i_core.alignnet import AlignNet
+from x2i_core.errors import CheckpointError, InputError
+from x2i_core.generate import read_metadata
+from x2i_core.plugins import get_registry, load_component
+from x2i_core.testing import check_encoder, write_test_video, write_test_wav
+from x2i_plugins.backbones.flux.tiny import POOLED_DIM, PROMPT_DIM, write_tiny_flux
+from x2i_plugins.encoders.minicpmo import processing as P
+from x2i_plugins.encoders.minicpmo.encoder import MiniCPMOEncoder
+from x2i_plugins.encoders.minicpmo.tiny import QUERY_NUM, write_tiny_minicpmo
+
+LAYERS, HIDDEN = 3, 128  # the tiny config: 2 decoder layers + the embedding output
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_tiny_minicpmo(tmp_path_factory.mktemp("minicpmo") / "tiny-minicpmo", seed=0)
+
+
+@pytest.fixture(scope="module")
+def encoder(folder):
+    return MiniCPMOEncoder.from_pretrained(folder, device="cpu")
+
+
+def _write_mp3(path, seconds=1.0, hz=330.0, rate=16000):
+    import av
+
+    t = np.arange(int(seconds * rate)) / rate
+    samples = (0.4 * np.sin(2 * np.pi * hz * t)).astype(np.float32)[None, :]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mp3", rate=rate)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    root = tmp_path_factory.mktemp("minicpmo-media")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(root / "a.png")
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(root / "b.png")
+    (root / "corrupt.wav").write_bytes(b"RIFF" + rng.bytes(300))
+    return types.SimpleNamespace(
+        root=root, a=str(root / "a.png"), b=str(root / "b.png"),
+        wav=write_test_wav(root / "tone.wav", seconds=1.0, sampling_rate=8000, channels=2, hz=440.0),
+        wav_long=write_test_wav(root / "long.wav", seconds=2.5, sampling_rate=16000, channels=1, hz=220.0),
+        mp3=_write_mp3(root / "tone.mp3"),
+        video=write_test_video(root / "clip.mp4", num_frames=12, fps=4, size=(64, 48)),  # 3 s -> 3 frames at 1 fps
+    )
+
+
+def _count(inputs, token_id):
+    return int((inputs["input_ids"] == token_id).sum())
+
+
+# -- loading the released layout -----------------------------------------------------------------
+def test_loads_released_layout(encoder, folder):
+    assert (encoder.num_layers, encoder.hidden_size) == (LAYERS, HIDDEN)
+    assert encoder.identity == f"minicpm-o({folder})"
+    assert encoder.modalities == {"text", "image", "video", "audio"} and encoder.supports_reply
+    assert len(encoder.model.vpm.encoder.layers) == 2  # 3 in vision_config, the last dropped as the release does
+    saved = load_file(f"{folder}/model.safetensors")
+    loaded = encoder.model.state_dict()
+    assert set(saved) == set(loaded)
+    for key in ("llm.model.embed_tokens.weight", "llm.lm_head.weight", "vpm.embeddings.position_embedding.weight",
+                "resampler.attn.in_proj_weight", "apm.layers.1.fc2.weight", "audio_projection_layer.linear2.bias"):
+        assert torch.equal(saved[key], loaded[key]), key
+    assert not encoder.model.training and not any(p.requires_grad for p in encoder.model.parameters())
+
+
+def test_registered_with_alias_and_audio():
+    registry = get_registry()
+    for name in ("minicpm-o", "minicpm"):
+        spec = registry.get("encoder", name)
+        assert spec.pretrained == "openbmb/MiniCPM-o-2_6" and "audio" in spec.modalities
+
+
+def test_load_component_by_alias(folder):
+    assert isinstance(load_component("encoder", "minicpm", folder, device="cpu"), MiniCPMOEncoder)
+
+
+# -- the template ------------------------------------------------------------------------------------
+def test_template_is_minicpm_chat_format(encoder):
+    prompt = MultimodalPrompt((PromptPart("image", "x.png"), PromptPart("text", "a cat"), PromptPart("text", "on a mat"),
+                               PromptPart("video", "v.mp4"), PromptPart("audio", "a.wav")))
+    text = encoder.render(prompt, frames=[2])
+    assert text == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+        f"{P.IMAGE_TAG}\na cat on a mat\n{P.IMAGE_TAG}\n{P.IMAGE_TAG}\n{P.AUDIO_TAG}<|im_end|>\n"
+    )
+    # the reference template: media, then the training dict string, then the generation prompt
+    ref = encoder.render(MultimodalPrompt.build("a cat", images=["x.png"]), template="reference")
+    assert ref.endswith(f"user\n{P.IMAGE_TAG}\n{{'Text input': 'a cat', 'Instruction editing description': 'no', "
+                        "'image input': 'no'}<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_dialogue_renders_every_turn(encoder):
+    prompt = MultimodalPrompt.from_text("a cat").followed_by("A cat sits.", [PromptPart("text", "make it blue")])
+    text = encoder.render(prompt)
+    assert text.count("<|im_start|>") == 4 and "assistant\nA cat sits.<|im_end|>" in text
+    with pytest.raises(InputError, match="dialogue"):
+        encoder.render(prompt, template="reference")
+
+
+def test_image_placeholders_follow_the_slicing_rule(folder, media):
+    one_view = MiniCPMOEncoder.from_pretrained(folder, device="cpu")
+    inputs = one_view.prepare([MultimodalPrompt.build("a cat", images=[media.a])])
+    assert _count(inputs, one_view.ids[P.UNK]) == QUERY_NUM and _count(inputs, one_view.ids[P.ID_START]) == 1
+    assert len(inputs["images"][0]) == 1
+    sliced = MiniCPMOEncoder.from_pretrained(folder, device="cpu", max_slice_nums=9)
+    inputs = sliced.prepare([MultimodalPrompt.build("a cat", images=[media.a])])
+    # 120x90 at scale 56: area 3.4 views -> 3..5 crops, the 2x2 grid is closest to 4:3 -> overview + 4 crops
+    assert len(inputs["images"][0]) == 5 and _count(inputs, sliced.ids[P.SLICE_START]) == 4
+    assert _count(inputs, sliced.ids[P.UNK]) == 5 * QUERY_NUM
+    assert all(v.shape[1] % 14 == 0 and v.shape[2] % 14 == 0 for v in inputs["images"][0])
+    assert P.slice_grid((40, 40), 9, 56) is None  # smaller than one view: no crops
+
+
+def test_audio_placeholders_are_25_tokens_a_second(encoder, media):
+    inputs = encoder.prepare([MultimodalPrompt.build("a sound", audios=[media.wav_long])])
+    # 2.5 s -> 250 mel frames -> 125 Whisper frames -> 62 tokens, in 1 s chunks of 25 + 25 + 12
+    assert _count(inputs, encoder.ids[P.UNK]) == 62 and _count(inputs, encoder.ids[P.AUDIO_START]) == 3
+
+
+# -- encoding every modality -------------------------------------------------------------------------
+def test_contract_text(encoder):
+    check_encoder(encoder)
+
+
+def test_contract_images(encoder, media):
+    check_encoder(encoder, [MultimodalPrompt.build("a dog", images=[media.b]),
+                            MultimodalPrompt.build("a much longer caption about a dog in the park", images=[media.a])])
+
+
+def test_contract_video_frames_and_file(encoder, media):
+    frames = [media.a, media.b, media.a]
+    check_encoder(encoder, [MultimodalPrompt((PromptPart("video", frames[:2]), PromptPart("text", "a clip"))),
+                            MultimodalPrompt.build("a poster of this clip", videos=[media.video])])
+    inputs = encoder.prepare([MultimodalPrompt.build("x", videos=[media.video])])
+    assert len(inputs["images"][0]) == 3 and _count(inputs, encoder.ids[P.UNK]) == 3 * QUERY_NUM
+
+
+def test_contract_audio_wav_and_mp3(encoder, media):
+    check_encoder(encoder, [MultimodalPrompt.build("this sound", audios=[media.wav]),
+                            MultimodalPrompt.build("a picture of what this sounds like, at night", audios=[media.mp3])])
+
+
+def test_media_change_the_encoding(encoder, media):
+    plain = encoder.encode(["a sound"]).hidden_states[0, -1, -3:]
+    for prompt in (MultimodalPrompt.build("a sound", audios=[media.wav]),
+                   MultimodalPrompt.build("a sound", images=[media.a])):
+        assert not torch.allclose(encoder.encode([prompt]).hidden_states[0, -1, -3:], plain)
+    low = encoder.encode([MultimodalPrompt.build("a sound", audios=[media.wav])]).hidden_states
+    high = encoder.encode([MultimodalPrompt.build("a sound", audios=[media.mp3])]).hidden_states
+    assert low.shape == high.shape and not torch.allclose(low, high)
+
+
+def test_everything_at_once_in_order(encoder, media):
+    prompt = MultimodalPrompt((PromptPart("text", "this"), PromptPart("image", media.a), PromptPart("text", "sounds like"),
+                               PromptPart("audio", media.wav), PromptPart("video", media.video)))
+    out = encoder.encode([prompt])
+    assert out.hidden_states.shape[:2] == (1, LAYERS) and bool(torch.isfinite(out.hidden_states).all())
+
+
+# -- the reference template --------------------------------------------------------------------------
+def test_reference_template_pads_to_512_keeping_pad_states(folder):
+    ref = MiniCPMOEncoder.from_pretrained(folder, device="cpu", template="reference")
+    out = ref.encode(["a red circle", "a blue square on a green field"])
+    assert out.hidden_states.shape[2] == 512 and bool(out.attention_mask.all())
+    inputs = ref.prepare(["a red circle"])
+    pad = ref.tokenizer.pad_token_id
+    assert int(inputs["input_ids"][0, -1]) == pad and _count(inputs, pad) > 400
+    assert out.hidden_states[0, :, -1].abs().sum() > 0  # the pad tokens' own states, not zeros
+
+
+# -- answering ---------------------------------------------------------------------------------------
+def test_reply_is_greedy_and_encode_reply_takes_the_answer(encoder, media):
+    prompt = MultimodalPrompt.build("what is this", audios=[media.wav])
+    answer = encoder.reply(prompt, max_new_tokens=5)
+    assert isinstance(answer, str) and answer == encoder.reply(prompt, max_new_tokens=5)
+    out = encoder.encode_reply(prompt, "a red circle")
+    n = len(encoder.tokenizer("a red circle", add_special_tokens=False)["input_ids"])
+    assert out.hidden_states.shape == (1, LAYERS, n, HIDDEN) and bool(out.attention_mask.all())
+    full = encoder.encode_reply(prompt, "a red circle", with_prompt=True)
+    torch.testing.assert_close(full.hidden_states[:, :, -n:], out.hidden_states)
+    with pytest.raises(InputError, match="empty"):
+        encoder.encode_reply(prompt, "")
+
+
+# -- bad inputs --------------------------------------------------------------------------------------
+def test_bad_inputs_are_one_line(encoder, media):
+    cases = [
+        (MultimodalPrompt.build("x", audios=[str(media.root / "missing.wav")]), "not found"),
+        (MultimodalPrompt.build("x", audios=[str(media.root / "corrupt.wav")]), "corrupt.wav"),
+        (MultimodalPrompt.build("x", images=[str(media.root / "missing.png")]), "not found"),
+        (MultimodalPrompt.from_text("look at <image> here"), "reserved"),
+        (MultimodalPrompt.from_text("an (<audio>./</audio>) tag"), "reserved"),
+    ]
+    for prompt, words in cases:
+        with pytest.raises(InputError) as info:
+            encoder.encode([prompt])
+        assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_bad_options_fail_before_loading(tmp_path):
+    for options in ({"template": "other"}, {"max_slice_nums": 0}, {"video_fps": 0}, {"reference_length": 0}):
+        with pytest.raises(InputError):
+            MiniCPMOEncoder.from_pretrained(str(tmp_path / "nowhere"), device="cpu", **options)
+
+
+# -- bad checkpoints ---------------------------------------------------------------------------------
+def _copy(folder, tmp_path, name):
+    target = tmp_path / name
+    shutil.copytree(folder, target)
+    return target
+
+
+def _load_error(path) -> str:
+    with pytest.raises(CheckpointError) as info:
+        MiniCPMOEncoder.from_pretrained(str(path), device="cpu")
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_checkpoint_errors(folder, tmp_path):
+    assert "not found" in _load_error(tmp_path / "no-such-folder")
+    no_weights = _copy(folder, tmp_path, "no-weights")
+    (no_weights / "model.safetensors").unlink()
+    assert "has no MiniCPM-o weights" in _load_error(no_weights)
+    other = _copy(folder, tmp_path, "other-type")
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "model_type": "qwen2"}))
+    assert "not MiniCPM-o" in _load_error(other)
+    corrupt = _copy(folder, tmp_path, "corrupt")
+    (corrupt / "model.safetensors").write_bytes(b"\x00" * 64)
+    assert "cannot read MiniCPM-o weights" in _load_error(corrupt)
+
+
+def test_key_mapping_refuses_missing_mismatched_and_unknown_weights(folder, tmp_path):
+    state = load_file(f"{folder}/model.safetensors")
+    variants = {
+        "missing": ({k: v for k, v in state.items() if k != "resampler.proj"}, "lacks 1 MiniCPM-o weights (first: resampler.proj)"),
+        "mismatched": ({**state, "apm.conv1.weight": torch.zeros(3, 3)}, "apm.conv1.weight"),
+        "unknown": ({**state, "vpm.encoder.layers.2.mlp.fc1.weight": torch.zeros(2)}, "does not describe"),
+    }
+    for name, (weights, words) in variants.items():
+        path = _copy(folder, tmp_path, name)
+        save_file(weights, str(path / "model.safetensors"))
+        assert words in _load_error(path), name
+    # speech-output weights are not built and not needed: they load as skipped
+    tts = _copy(folder, tmp_path, "with-tts")
+    save_file({**state, "tts.emb_text.weight": torch.zeros(4, 4)}, str(tts / "model.safetensors"))
+    assert MiniCPMOEncoder.from_pretrained(str(tts), device="cpu").num_layers == LAYERS
+
+
+# -- end to end: x2i generate --encoder minicpm --audio ----------------------------------------------
+def test_cli_generates_from_audio(folder, encoder, media, tmp_path):
+    flux = write_tiny_flux(tmp_path / "flux", seed=0, with_teacher=False)
+    torch.manual_seed(0)
+    AlignNet(num_layers=encoder.num_layers, hidden_size=encoder.hidden_size, prompt_dim=PROMPT_DIM, pooled_dim=POOLED_DIM,
+             encoder="minicpm", encoder_checkpoint=folder).save_pretrained(tmp_path / "align")
+    out = tmp_path / "out.png"
+    args = ["generate", "--encoder", "minicpm", "--encoder-path", folder, "--backbone", "flux", "--backbone-path", flux,
+            "--aligner", str(tmp_path / "align"), "--device", "cpu", "--width", "32", "--height", "32", "--steps", "2",
+            "--audio", media.wav, "-o", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    with Image.open(out) as image:
+        assert image.size == (32, 32)
+    meta = read_metadata(out)
+    assert meta["prompt"] == "<audio:tone.wav>" and meta["encoder"] == f"minicpm ({folder})"
