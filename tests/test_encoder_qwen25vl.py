@@ -364,3 +364,46 @@ def test_reply_is_greedy_with_the_checkpoints_lm_head(encoder, qwen_dir):
     full = encoder.encode_reply(prompt, "a red cat", with_prompt=True)
     assert full.hidden_states.shape[2] == inputs["input_ids"].shape[1] + n
     torch.testing.assert_close(full.hidden_states[:, :, -n:], only.hidden_states)
+
+
+def test_converted_reference_alignnet_gets_the_reference_template(qwen_dir, tmp_path):
+    """`x2i convert` records prompt_template="reference"; X2IPipeline (and `x2i align --init`) hand it to the
+    encoder, so a converted reference AlignNet sees its training inputs; an AlignNet x2i trains keeps x2i's."""
+    from x2i_core.align import AlignConfig
+    from x2i_core.align.components import load_encoder
+    from x2i_core.alignnet import AlignNet
+    from x2i_core.convert import convert_reference
+    from x2i_core.generate import X2IPipeline
+    from x2i_plugins.backbones.flux.tiny import POOLED_DIM, PROMPT_DIM, write_tiny_flux
+
+    g = torch.Generator().manual_seed(0)
+    reference = {  # the reference's state-dict layout (method.md), sized for the tiny models
+        "conv.weight": torch.randn(1, LAYERS, 5, 5, generator=g), "conv.bias": torch.randn(1, generator=g),
+        "mlp.layernorm.weight": torch.rand(HIDDEN, generator=g), "mlp.layernorm.bias": torch.rand(HIDDEN, generator=g),
+        "mlp.projector.0.weight": torch.randn(PROMPT_DIM, HIDDEN, generator=g) * 0.1,
+        "mlp.projector.2.weight": torch.randn(PROMPT_DIM, PROMPT_DIM, generator=g) * 0.1,
+        "mlp.fc.1.weight": torch.randn(POOLED_DIM, PROMPT_DIM, generator=g) * 0.1,
+        "mlp.fc.1.bias": torch.randn(POOLED_DIM, generator=g),
+    }
+    torch.save(reference, tmp_path / "diffusion_pytorch_model.bin")
+    converted = convert_reference(tmp_path / "diffusion_pytorch_model.bin", tmp_path / "aligner", encoder="qwen2.5-vl")
+    assert AlignNet.from_pretrained(converted).prompt_template == "reference"
+    flux = write_tiny_flux(tmp_path / "flux", seed=0, with_teacher=False)
+    pipe = X2IPipeline.from_names(encoder="qwen2.5-vl", backbone="flux", aligner=str(converted),
+                                  encoder_path=qwen_dir, backbone_path=flux, device="cpu")
+    assert pipe.encoder.template == "reference"
+    prompt = MultimodalPrompt.from_text("a red circle")
+    wrapped = str({"Text input": "a red circle", "Instruction editing description": "no", "image input": "no"})
+    assert pipe.encoder.render(prompt).endswith(f"<|im_start|>user\n{wrapped}<|im_end|>\n<|im_start|>assistant\n")
+    encoded = pipe.encoder.encode([prompt])
+    assert encoded.hidden_states.shape[2] == 512 and bool(encoded.attention_mask.all())  # left-padded, unmasked
+    assert pipe(prompt, steps=1, seed=0, width=32, height=32)[0].size == (32, 32)
+    AlignNet(num_layers=LAYERS, hidden_size=HIDDEN, prompt_dim=PROMPT_DIM, pooled_dim=POOLED_DIM).save_pretrained(
+        tmp_path / "own")
+    own = X2IPipeline.from_names(encoder="qwen2.5-vl", backbone="flux", aligner=str(tmp_path / "own"),
+                                 encoder_path=qwen_dir, backbone_path=flux, device="cpu")
+    assert own.aligner.prompt_template is None and own.encoder.template == "x2i"
+    (tmp_path / "prompts.txt").write_text("a red circle\n")
+    cfg = AlignConfig(data=[str(tmp_path / "prompts.txt")], output_dir=str(tmp_path / "run"), encoder=qwen_dir,
+                      backbone=flux, init=str(converted), device="cpu")
+    assert load_encoder(cfg, "cpu").template == "reference"  # --init of a reference AlignNet aligns on its inputs

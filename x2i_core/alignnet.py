@@ -44,6 +44,9 @@ class AlignNet(ModelMixin, ConfigMixin, Aligner):
         context_layers: int = 0,
         encoder: str | None = None,
         backbone: str | None = None,
+        # the encoder template it was trained on: None = the encoder's default (x2i's own, what `x2i align`
+        # trains with); "reference" for the reference's released AlignNets (`x2i convert` records it)
+        prompt_template: str | None = None,
     ):
         super().__init__()
         if fusion not in FUSIONS:
@@ -161,6 +164,11 @@ class AlignNet(ModelMixin, ConfigMixin, Aligner):
     def made_for(self) -> dict[str, str]:
         """The encoder and backbone names recorded in config.json (when it records them)."""
         return {k: self.config[k] for k in ("encoder", "backbone") if k in self.config and self.config[k]}
+
+    @property
+    def prompt_template(self) -> str | None:
+        """The encoder template recorded in config.json ("reference" for converted reference AlignNets), or None."""
+        return self.config.get("prompt_template")
 
     def num_parameters(self) -> int:  # type: ignore[override]
         """All parameters, trainable or not."""

@@ -95,6 +95,7 @@ def alignnet_from_reference(
         masked_pool=masked_pool,
         encoder=encoder,
         backbone=backbone,
+        prompt_template="reference",  # the encoder must give the inputs these weights were trained on
     )
     ours = {REFERENCE_KEYS[k]: v.float() for k, v in state_dict.items()}
     missing, unexpected = model.load_state_dict(ours, strict=False)

@@ -123,6 +123,9 @@ class X2IPipeline:
         align = load_aligner(aligner_name, device=device, dtype=dtype)
         say("encoder")
         extra = {"trust_remote_code": True} if trust_remote_code else {}
+        if align.prompt_template is not None:
+            # a converted reference AlignNet learned the reference's inputs: its encoder must give exactly those
+            extra["template"] = align.prompt_template
         enc = load_component("encoder", encoder, encoder_path, device=device, dtype=dtype, **extra)
         align.check_fits(enc)
         say("backbone")

@@ -13,8 +13,21 @@ from .teacher_cache import TeacherCache
 
 
 def load_encoder(cfg: AlignConfig, device, dtype=None):
-    """The MultimodalEncoder named by --encoder (and --encoder-path)."""
-    return load_component("encoder", cfg.encoder, cfg.encoder_path, device=device, dtype=dtype or cfg.dtype)
+    """The MultimodalEncoder named by --encoder (and --encoder-path); with --init of an AlignNet that records a
+    prompt template (a converted reference one), in that template: alignment goes on with the inputs it learned."""
+    template = init_prompt_template(cfg)
+    options = {"template": template} if template is not None else {}
+    return load_component("encoder", cfg.encoder, cfg.encoder_path, device=device, dtype=dtype or cfg.dtype, **options)
+
+
+def init_prompt_template(cfg: AlignConfig) -> str | None:
+    """The prompt_template --init's AlignNet records (None without --init, or when it records none)."""
+    if not cfg.init:
+        return None
+    try:
+        return AlignNet.load_config(str(cfg.init)).get("prompt_template")
+    except Exception:  # a bad --init fails in load_init, with its own one-line message
+        return None
 
 
 def load_backbone(cfg: AlignConfig, device, dtype=None):

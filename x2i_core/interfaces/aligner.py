@@ -50,6 +50,12 @@ class Aligner(ABC):
         """What it was trained with, e.g. {"encoder": "qwen2.5-vl-7b", "backbone": "flux-dev"} (may be empty)."""
         return {}
 
+    @property
+    def prompt_template(self) -> str | None:
+        """The encoder template it was trained on ("reference" for the reference's released AlignNets), or None
+        for the encoder's default (what `x2i align` trains with). Generation passes it to the encoder."""
+        return None
+
     def check_fits(self, encoder=None, backbone=None) -> None:
         """Raise IncompatibleError when the encoder or backbone has other shapes than this aligner."""
         made_for = self.made_for
