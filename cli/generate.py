@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from x2i_core.errors import X2IError
+from x2i_core.memory import MEMORY_LEVELS
 
 _EPILOG = """\b
 Examples:
@@ -63,12 +64,16 @@ def _pick_models(encoder, backbone, aligner, encoder_path, backbone_path):
               help="Images to make from this prompt.")
 @click.option("-o", "--output", metavar="FILE.png|DIR",
               help="A .png file (several images: NAME-0.png, NAME-1.png ...) or a folder. Default: x2i.png.")
-@click.option("--offload", is_flag=True, help="Low memory: keep models on the CPU and move each to the GPU when it runs.")
+@click.option("--offload", is_flag=True, help="Low memory: keep models on the CPU and move each to the GPU when it runs "
+              "(= --memory balanced).")
+@click.option("--memory", type=click.Choice(MEMORY_LEVELS, case_sensitive=False),
+              help="GPU memory level: high (all resident), balanced (model offload), low (+ fp8 transformer, VAE "
+                   "tiling), lowest (group offload). docs/performance.md has the table.")
 @click.option("--device", metavar="DEVICE", help="cuda, cuda:1, cpu ... (default: cuda if available).")
 @click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), help="Weights dtype (default: bf16 on GPU, fp32 on CPU).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow encoders that run code from their checkpoint (e.g. MiniCPM-o).")
 def generate(text, encoder, encoder_path, backbone, backbone_path, aligner, images, videos, audios, steps, guidance,
-             true_cfg, negative_prompt, seed, width, height, num_images, output, offload, device, dtype, trust_remote_code):
+             true_cfg, negative_prompt, seed, width, height, num_images, output, offload, memory, device, dtype, trust_remote_code):
     """Generate images from TEXT and/or media with a multimodal encoder, an AlignNet and a FLUX-style backbone."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -102,7 +107,8 @@ def generate(text, encoder, encoder_path, backbone, backbone_path, aligner, imag
 
         pipe = X2IPipeline.from_names(
             encoder, backbone, aligner, encoder_path=encoder_path, backbone_path=backbone_path,
-            device=device, dtype=dtype, offload=offload, trust_remote_code=trust_remote_code, on_load=on_load,
+            device=device, dtype=dtype, offload=offload, memory=memory, trust_remote_code=trust_remote_code,
+            on_load=on_load,
         )
         progress.remove_task(loading)
         for note in pipe.backbone.notes:

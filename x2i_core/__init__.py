@@ -37,6 +37,7 @@ _LAZY = {
     "load_audio": "x2i_core.media", "video_sound_track": "x2i_core.media",
     "expand_placeholders": "x2i_core.templates", "chat_messages": "x2i_core.templates",
     "resolve_device": "x2i_core.device",
+    "MEMORY_LEVELS": "x2i_core.memory", "resolve_memory_level": "x2i_core.memory",
     "OfficialAligner": "x2i_core.official",
 }
 _RENAMED = {"resolve_device": "resolve"}  # public name -> name in its module

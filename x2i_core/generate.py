@@ -19,6 +19,7 @@ from .alignnet import AlignNet
 from .device import resolve as resolve_device
 from .errors import InputError, PluginError
 from .interfaces import Adapter, Aligner, DiTBackbone, MultimodalEncoder
+from .memory import place_encoder, resolve_memory_level
 from .plugins import get_registry, load_component
 from .prompt import MultimodalPrompt
 
@@ -104,11 +105,14 @@ class X2IPipeline:
         offload: bool = False,
         trust_remote_code: bool = False,
         on_load: Callable[[str], None] | None = None,
+        memory: str | None = None,
     ) -> "X2IPipeline":
         """Load registered components by name (or folder); the aligner is checked against both before use.
 
         `on_load(what)` is called before each component loads ("aligner", "encoder", "backbone").
+        `memory`: high|balanced|low|lowest (x2i_core.memory; `offload=True` is balanced).
         """
+        level = resolve_memory_level(memory, offload)  # a bad level fails before anything loads
         device, dtype = resolve_device(device, dtype)
         say = on_load or (lambda what: None)
         registry = get_registry()
@@ -129,14 +133,16 @@ class X2IPipeline:
         enc = load_component("encoder", encoder, encoder_path, device=device, dtype=dtype, **extra)
         align.check_fits(enc)
         say("backbone")
-        bb = load_component("backbone", backbone, backbone_path, device=device, dtype=dtype, offload=offload)
+        memory_kw = {"memory": level} if memory is not None else {}  # backbones without levels take offload alone
+        bb = load_component("backbone", backbone, backbone_path, device=device, dtype=dtype, offload=offload,
+                            **memory_kw)
+        _note_own_alignment(bb, backbone, align.made_for.get("backbone"))
         label = lambda name, path: f"{name} ({path})" if path else name  # noqa: E731
         names = {"encoder": label(encoder, encoder_path), "backbone": label(backbone, backbone_path),
                  "aligner": aligner_name}
         pipe = cls(enc, align, bb, names=names)
-        if offload and device.type != "cpu":
-            pipe.encoder_device = device
-            enc.to("cpu")  # the backbone's offload hooks bring only the transformer or VAE in at a time
+        # the encoder leaves the GPU after encoding (balanced, low) or is streamed layer by layer (lowest)
+        pipe.encoder_device = place_encoder(enc, level, device)
         return pipe
 
     def __call__(
@@ -225,6 +231,16 @@ class X2IPipeline:
                 "aligner": self.names["aligner"],
             })
         return images
+
+
+def _note_own_alignment(backbone: DiTBackbone, name: str, recorded: str | None) -> None:
+    """A backbone preset declaring `own_alignment` (Flex.1-alpha: other double blocks) gets one note line when the
+    AlignNet was aligned on another backbone."""
+    spec = get_registry().resolve("backbone", name)[0]
+    if not spec.options.get("own_alignment") or recorded is None or recorded == spec.name:
+        return
+    backbone.notes.append(f"{spec.name} has its own block layout: an AlignNet aligned on {recorded} is not aligned "
+                          f"to it (align one with `x2i align --backbone {spec.name}`)")
 
 
 def output_paths(output: str | os.PathLike | None, count: int, seed: int = 0) -> list[Path]:

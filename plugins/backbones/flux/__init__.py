@@ -1,4 +1,6 @@
-"""Built-in backbone plugin `flux`: FLUX.1 family presets (dev, schnell, shuttle-3-diffusion) and any Flux folder.
+"""Built-in backbone plugin `flux`: FLUX.1 family presets (dev, schnell, shuttle, turbo, flex, fill, kontext) and any Flux folder.
+
+A transformer fine-tune given as one .safetensors file loads on a base folder with the `transformer_file` option.
 
 Registers specs only; torch and diffusers are imported by `backbone.py` when a backbone is loaded.
 """
@@ -24,7 +26,40 @@ PRESETS = {
         "Shuttle 3 Diffusion (from FLUX.1-schnell), 4 steps, Apache-2.0",
         {"default_steps": 4, "default_guidance": 3.5, "max_sequence_length": 256},
     ),
+    "shuttle-3.1-aesthetic": (
+        "shuttleai/shuttle-3.1-aesthetic",
+        "Shuttle 3.1 Aesthetic (from Shuttle 3 Diffusion), 4 steps, Apache-2.0",
+        {"default_steps": 4, "default_guidance": 3.5, "max_sequence_length": 256},
+    ),
+    "flux-turbo": (
+        "black-forest-labs/FLUX.1-dev",
+        "FLUX.1-dev + the Turbo-Alpha LoRA (alimama-creative/FLUX.1-Turbo-Alpha), 8 steps",
+        {"default_steps": 8, "default_guidance": 3.5, "max_sequence_length": 512,
+         "lora": "alimama-creative/FLUX.1-Turbo-Alpha"},
+    ),
+    "flex": (
+        "ostris/Flex.1-alpha",
+        "Flex.1-alpha (8 double blocks, Apache-2.0), 28 steps: its AlignNet must be aligned on it",
+        {"default_steps": 28, "default_guidance": 3.5, "max_sequence_length": 512, "own_alignment": True},
+    ),
+    "flux-fill": (
+        "black-forest-labs/FLUX.1-Fill-dev",
+        "FLUX.1 Fill dev (inpaint/outpaint; --init-image with --mask or --outpaint), AlignNet of FLUX.1-dev",
+        {"default_steps": 50, "default_guidance": 30.0, "max_sequence_length": 512},
+    ),
+    "flux-kontext": (
+        "black-forest-labs/FLUX.1-Kontext-dev",
+        "FLUX.1 Kontext dev (edits --init-image; the image enters the sequence), AlignNet of FLUX.1-dev",
+        {"default_steps": 28, "default_guidance": 2.5, "max_sequence_length": 512},
+    ),
 }
+#: presets whose transformer takes more inputs than the image latents (variants.py adds them to the loop)
+VARIANT_FACTORIES = {
+    "flux-fill": "x2i_plugins.backbones.flux.variants:FluxFillBackbone",
+    "flux-kontext": "x2i_plugins.backbones.flux.variants:FluxKontextBackbone",
+}
+#: other names for a preset (the X2I reference's default backbone is Shuttle 3 Diffusion: `--backbone shuttle`)
+ALIASES = {"shuttle": "shuttle-3-diffusion"}
 
 
 @hookimpl
@@ -38,5 +73,12 @@ def register_backbones(register):
     ))
     for name, (hub_id, summary, options) in PRESETS.items():
         register(BackboneSpec(
-            name, FACTORY, summary=summary, pretrained=hub_id, options=dict(options), model_types=MODEL_TYPES,
+            name, VARIANT_FACTORIES.get(name, FACTORY), summary=summary, pretrained=hub_id, options=dict(options),
+            model_types=MODEL_TYPES,
+        ))
+    for alias, target in ALIASES.items():
+        hub_id, summary, options = PRESETS[target]
+        register(BackboneSpec(
+            alias, FACTORY, summary=f"= {target}: {summary}", pretrained=hub_id, options=dict(options),
+            model_types=MODEL_TYPES,
         ))

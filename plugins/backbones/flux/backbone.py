@@ -21,9 +21,12 @@ import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 
 from x2i_core import (AttentionPoint, CheckpointError, Conditioning, DiTBackbone, GenerationRequest, Guide, InputError,
-                      TeacherConditioner, first_line, folder_model_type, resolve_device)
+                      TeacherConditioner, first_line, folder_model_type, load_component, resolve_device,
+                      resolve_memory_level)
 
 from . import engine, sampling
+from .memory import apply_memory_level, is_offloaded
+from .transformer_file import check_transformer_file, load_transformer_file
 
 COMPONENTS = {"transformer": FluxTransformer2DModel, "vae": AutoencoderKL, "scheduler": FlowMatchEulerDiscreteScheduler}
 
@@ -54,8 +57,10 @@ def _check_folder(folder: Path) -> None:
     )
 
 
-def load_components(pretrained: str, dtype: torch.dtype) -> dict[str, Any]:
-    """Load transformer, VAE and scheduler from a diffusers folder or hub id; CheckpointError on failure."""
+def load_components(pretrained: str, dtype: torch.dtype, *, transformer_file: str | None = None) -> dict[str, Any]:
+    """Load transformer, VAE and scheduler from a diffusers folder or hub id; CheckpointError on failure.
+
+    With `transformer_file`, the transformer comes from that .safetensors file on the folder's architecture."""
     folder = Path(pretrained).expanduser()
     if folder.is_dir():
         _check_folder(folder)
@@ -65,7 +70,11 @@ def load_components(pretrained: str, dtype: torch.dtype) -> dict[str, Any]:
     else:
         source = pretrained  # a hub id
     loaded = {}
+    if transformer_file is not None:
+        loaded["transformer"] = load_transformer_file(transformer_file, source, dtype)
     for sub, cls in COMPONENTS.items():
+        if sub in loaded:
+            continue
         try:
             if sub == "scheduler":
                 loaded[sub] = cls.from_pretrained(source, subfolder=sub)
@@ -110,12 +119,19 @@ class FluxBackbone(DiTBackbone):
         max_sequence_length: int = 512,
         default_size: int = 1024,
         default_true_cfg: float = 1.0,
+        memory: str | None = None,
+        weight_adapters: Sequence = (),
+        own_alignment: bool = False,
     ):
         self.pipe = pipe
         self.source = source
         self.device = device
         self.dtype = dtype
-        self.offload = offload
+        #: the --memory level (memory.py has each level's recipe); --offload is "balanced"
+        self.memory = resolve_memory_level(memory, offload)
+        self.offload = is_offloaded(self.memory)
+        #: True when an AlignNet aligned on another FLUX variant will not fit (Flex.1-alpha: 8 double blocks)
+        self.own_alignment = own_alignment
         self.default_steps = default_steps
         self.default_guidance = default_guidance
         self.max_sequence_length = max_sequence_length
@@ -125,13 +141,9 @@ class FluxBackbone(DiTBackbone):
         pipe.transformer.requires_grad_(False).eval()
         pipe.vae.requires_grad_(False).eval()
         pipe.set_progress_bar_config(disable=True)
-        if not offload:
-            pipe.to(device)
-        elif device.type == "cpu":
-            # enable_model_cpu_offload needs an accelerator; on CPU the weights already live in main memory.
-            self.notes.append("--offload has no effect on CPU (the model already lives in main memory)")
-        else:
-            pipe.enable_model_cpu_offload(device=device)
+        for adapter in weight_adapters:  # a preset's own LoRA (flux-turbo), before any fp8 cast or offload
+            adapter.apply(self)
+        self.notes += apply_memory_level(pipe, self.memory, device, dtype)
 
     @classmethod
     def from_pretrained(
@@ -146,13 +158,26 @@ class FluxBackbone(DiTBackbone):
         max_sequence_length: int = 512,
         default_size: int = 1024,
         default_true_cfg: float = 1.0,
+        memory: str | None = None,
+        transformer_file: str | None = None,
+        lora: str | None = None,
+        lora_scale: float = 1.0,
+        own_alignment: bool = False,
         **options,
     ) -> "FluxBackbone":
-        """Load transformer/, vae/ and scheduler/ from a diffusers Flux folder or hub id (never the text encoders)."""
+        """Load transformer/, vae/ and scheduler/ from a diffusers Flux folder or hub id (never the text encoders).
+
+        `memory`: high|balanced|low|lowest (memory.py). `transformer_file`: a .safetensors fine-tune loaded in place
+        of the folder's transformer. `lora`: a LoRA loaded through the `lora` adapter plugin (flux-turbo's Turbo-Alpha).
+        """
         if options:
             raise InputError(f"unknown Flux backbone option(s): {', '.join(sorted(options))}")
         device, dtype = resolve_device(device, dtype)
-        parts = load_components(str(pretrained), dtype)
+        resolve_memory_level(memory, offload)  # a bad level fails before gigabytes load
+        if transformer_file is not None:
+            check_transformer_file(transformer_file)
+        adapters = [load_component("adapter", "lora", lora, scale=lora_scale)] if lora else []
+        parts = load_components(str(pretrained), dtype, transformer_file=transformer_file)
         pipe = FluxPipeline(
             scheduler=parts["scheduler"], vae=parts["vae"], transformer=parts["transformer"],
             text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None,
@@ -161,6 +186,7 @@ class FluxBackbone(DiTBackbone):
             pipe, source=str(pretrained), device=device, dtype=dtype, offload=offload,
             default_steps=default_steps, default_guidance=default_guidance,
             max_sequence_length=max_sequence_length, default_size=default_size, default_true_cfg=default_true_cfg,
+            memory=memory, weight_adapters=adapters, own_alignment=own_alignment,
         )
 
     # -- shapes ------------------------------------------------------------------------------

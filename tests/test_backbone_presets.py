@@ -1,0 +1,153 @@
+"""The FLUX presets beyond dev/schnell (shuttle, flex, fill, kontext, turbo) and a transformer given as one
+.safetensors file, each loaded from a tiny folder written here."""
+import pytest
+import torch
+from diffusers import FluxPipeline, FluxTransformer2DModel
+from PIL import Image
+from safetensors.torch import save_file
+
+from x2i_core import GenerationRequest
+from x2i_core.errors import CheckpointError, InputError
+from x2i_core.interfaces import Conditioning
+from x2i_core.plugins import get_registry, load_component
+from x2i_plugins.backbones.flux.tiny import POOLED_DIM, PROMPT_DIM, flux_scheduler, tiny_transformer, tiny_vae, write_tiny_flux
+from x2i_plugins.backbones.flux.variants import FluxFillBackbone, FluxKontextBackbone
+
+H = W = 16  # tiny VAE: multiples of 4
+
+
+def _write(path, transformer) -> str:
+    torch.manual_seed(1)
+    pipe = FluxPipeline(scheduler=flux_scheduler(), vae=tiny_vae(), transformer=transformer,
+                        text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None)
+    pipe.save_pretrained(str(path))
+    return str(path)
+
+
+def _fill_transformer() -> FluxTransformer2DModel:
+    """The Fill layout, tiny: latents (4 ch x 4) + masked image latents (4 x 4) + mask folded (2x2 px x 4) in, latents out."""
+    torch.manual_seed(2)
+    return FluxTransformer2DModel(
+        patch_size=1, in_channels=48, out_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=PROMPT_DIM, pooled_projection_dim=POOLED_DIM, guidance_embeds=True,
+        axes_dims_rope=(4, 6, 6))
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("presets")
+    return {
+        "base": write_tiny_flux(root / "base", seed=0, with_teacher=False),
+        "flex": _write(root / "flex", tiny_transformer(num_layers=2, num_single_layers=1)),  # Flex: fewer double blocks than dev
+        "fill": _write(root / "fill", _fill_transformer()),
+    }
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    paths = {}
+    for name, colour in (("red", (200, 30, 30)), ("blue", (20, 40, 220))):
+        paths[name] = str(root / f"{name}.png")
+        Image.new("RGB", (W, H), colour).save(paths[name])
+    mask = Image.new("L", (W, H), 0)
+    mask.paste(255, (0, 0, W // 2, H))  # repaint the left half
+    paths["mask"] = str(root / "mask.png")
+    mask.save(paths["mask"])
+    paths["big"] = str(root / "big.png")
+    Image.new("RGB", (64, 48), (10, 200, 10)).save(paths["big"])
+    return paths
+
+
+def _cond(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return Conditioning(torch.randn(1, 5, PROMPT_DIM, generator=g), torch.randn(1, POOLED_DIM, generator=g))
+
+
+def _latents(backbone, request=None, height=H, width=W, **kw):
+    return backbone.denoise(_cond(), height=height, width=width, num_inference_steps=2, guidance_scale=3.5,
+                            generator=[torch.Generator().manual_seed(0)], request=request, **kw)
+
+
+def test_presets_registered_with_their_defaults():
+    registry = get_registry()
+    names = set(registry.names("backbone"))
+    assert {"shuttle-3.1-aesthetic", "shuttle", "flux-turbo", "flex", "flux-fill", "flux-kontext"} <= names
+    assert registry.get("backbone", "shuttle").pretrained == registry.get("backbone", "shuttle-3-diffusion").pretrained
+    assert registry.get("backbone", "shuttle-3.1-aesthetic").pretrained == "shuttleai/shuttle-3.1-aesthetic"
+    turbo = registry.get("backbone", "flux-turbo")
+    assert turbo.pretrained == "black-forest-labs/FLUX.1-dev"
+    assert turbo.options["lora"] == "alimama-creative/FLUX.1-Turbo-Alpha" and turbo.options["default_steps"] == 8
+    flex = registry.get("backbone", "flex")
+    assert flex.options["own_alignment"] and "aligned on it" in flex.summary
+    assert registry.get("backbone", "flux-fill").factory.endswith(":FluxFillBackbone")
+    assert registry.get("backbone", "flux-kontext").factory.endswith(":FluxKontextBackbone")
+
+
+def test_shuttle_presets_load_from_a_folder(folders):
+    for name in ("shuttle", "shuttle-3.1-aesthetic"):
+        backbone = load_component("backbone", name, folders["base"], device="cpu")
+        assert (backbone.default_steps, backbone.default_guidance, backbone.max_sequence_length) == (4, 3.5, 256)
+
+
+def test_flex_loads_and_says_it_needs_its_own_alignnet(folders):
+    backbone = load_component("backbone", "flex", folders["flex"], device="cpu")
+    assert backbone.own_alignment and len(backbone.transformer.transformer_blocks) == 2
+    assert len(backbone.attention_points()) == 3  # 2 double + 1 single: an AlignNet aligned on dev hooks other points
+    assert torch.isfinite(_latents(backbone)).all()
+
+
+def test_single_file_transformer_on_a_base_folder(folders, tmp_path):
+    torch.manual_seed(7)
+    finetune = tiny_transformer()
+    file = tmp_path / "my_finetune.safetensors"
+    save_file(finetune.state_dict(), str(file))
+    backbone = load_component("backbone", "flux", folders["base"], device="cpu", transformer_file=str(file))
+    loaded = backbone.transformer.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in finetune.state_dict().items())
+    base = load_component("backbone", "flux", folders["base"], device="cpu")
+    assert not torch.equal(_latents(backbone), _latents(base))
+
+
+def test_single_file_refusals(folders, tmp_path):
+    with pytest.raises(InputError, match="must be a .safetensors file"):
+        load_component("backbone", "flux", folders["base"], device="cpu", transformer_file=str(tmp_path / "x.ckpt"))
+    with pytest.raises(InputError, match="not found"):
+        load_component("backbone", "flux", folders["base"], device="cpu", transformer_file=str(tmp_path / "x.safetensors"))
+    other = tiny_transformer(num_layers=1, num_single_layers=2).state_dict()  # another architecture
+    save_file({k: v for k, v in other.items() if "single_transformer_blocks.1" in k}, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(CheckpointError, match="bad.safetensors"):
+        load_component("backbone", "flux", folders["base"], device="cpu", transformer_file=str(tmp_path / "bad.safetensors"))
+
+
+def test_fill_uses_the_masked_image(folders, images):
+    backbone = load_component("backbone", "flux-fill", folders["fill"], device="cpu")
+    assert isinstance(backbone, FluxFillBackbone) and (backbone.default_steps, backbone.default_guidance) == (50, 30.0)
+    red = _latents(backbone, GenerationRequest(init_image=images["red"], mask=images["mask"]))
+    blue = _latents(backbone, GenerationRequest(init_image=images["blue"], mask=images["mask"]))
+    assert red.shape == (1, (H // 4) * (W // 4), 16) and torch.isfinite(red).all()
+    assert not torch.equal(red, blue)  # the Fill channels carry the init image
+    outpaint = _latents(backbone, GenerationRequest(init_image=images["red"], outpaint=(4, 0, 0, 0)))
+    assert torch.isfinite(outpaint).all()
+    with pytest.raises(InputError, match="--init-image with --mask or --outpaint"):
+        _latents(backbone, GenerationRequest())
+
+
+def test_kontext_puts_the_source_image_in_the_sequence_at_the_asked_size(folders, images):
+    backbone = load_component("backbone", "flux-kontext", folders["base"], device="cpu")
+    assert isinstance(backbone, FluxKontextBackbone) and backbone.default_guidance == 2.5
+    lengths = []
+    hook = backbone.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: lengths.append(kwargs["hidden_states"].shape[1]), with_kwargs=True)
+    try:
+        # a 64x48 source, a 24x16 output: the source is resized to the output, never to ~1024²
+        edited = _latents(backbone, GenerationRequest(init_image=images["big"]), height=16, width=24)
+    finally:
+        hook.remove()
+    assert lengths and set(lengths) == {2 * (16 // 4) * (24 // 4)}  # the image tokens + as many source tokens
+    assert edited.shape == (1, (16 // 4) * (24 // 4), 16)
+    other = _latents(backbone, GenerationRequest(init_image=images["blue"]), height=16, width=24)
+    plain = _latents(backbone, None, height=16, width=24)
+    assert not torch.equal(edited, other) and not torch.equal(edited, plain)
+    with pytest.raises(InputError, match="--strength"):
+        _latents(backbone, GenerationRequest(init_image=images["red"], strength=0.5))
