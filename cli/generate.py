@@ -72,16 +72,28 @@ def _pick_models(encoder, backbone, aligner, encoder_path, backbone_path):
 @click.option("--device", metavar="DEVICE", help="cuda, cuda:1, cpu ... (default: cuda if available).")
 @click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), help="Weights dtype (default: bf16 on GPU, fp32 on CPU).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow encoders that run code from their checkpoint (e.g. MiniCPM-o).")
+@click.option("--prompt-file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="The prompt from a file instead of TEXT and media options: chat-message JSON (a list of {\"role\", "
+                   "\"content\": [{\"type\": \"text\", \"text\": ...}, {\"type\": \"image\", \"image\": PATH} ...]}, "
+                   "the last one the user's; paths relative to the file), or text with inline <image:FILE> references.")
+@click.option("--reason", is_flag=True, help="The encoder answers the prompt first (greedy) and its answer conditions "
+              "the image; the answer is printed and stored in the PNG (needs an encoder that can generate).")
+@click.option("--reason-tokens", type=click.IntRange(min=1), default=128, show_default=True,
+              help="With --reason: the cap on the answer's tokens.")
+@click.option("--reason-with-prompt", is_flag=True, help="With --reason: the prompt's hidden states too, before the answer's.")
+@click.option("--video-sound", is_flag=True, help="Read each video's own sound track too (encoders that hear, "
+              "e.g. qwen2.5-omni); a video without one is an error.")
 def generate(text, encoder, encoder_path, backbone, backbone_path, aligner, images, videos, audios, steps, guidance,
-             true_cfg, negative_prompt, seed, width, height, num_images, output, offload, memory, device, dtype, trust_remote_code):
+             true_cfg, negative_prompt, seed, width, height, num_images, output, offload, memory, device, dtype, trust_remote_code,
+             prompt_file=None, reason=False, reason_tokens=128, reason_with_prompt=False, video_sound=False):
     """Generate images from TEXT and/or media with a multimodal encoder, an AlignNet and a FLUX-style backbone."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from x2i_core.generate import check_media_files, output_paths
-    from x2i_core.prompt import MultimodalPrompt
+    from x2i_core.prompt_files import cli_prompt
 
-    prompt = MultimodalPrompt.build(text, images=images, videos=videos, audios=audios)
+    prompt = cli_prompt(text, images, videos, audios, prompt_file)  # inline <image:...> references keep their place
     if prompt.is_empty():
         raise X2IError("the prompt is empty: give TEXT and/or --image, --video, --audio")
     check_media_files(prompt)  # before loading gigabytes
@@ -108,7 +120,7 @@ def generate(text, encoder, encoder_path, backbone, backbone_path, aligner, imag
         pipe = X2IPipeline.from_names(
             encoder, backbone, aligner, encoder_path=encoder_path, backbone_path=backbone_path,
             device=device, dtype=dtype, offload=offload, memory=memory, trust_remote_code=trust_remote_code,
-            on_load=on_load,
+            on_load=on_load, encoder_options={"use_audio_in_video": True} if video_sound else None,
         )
         progress.remove_task(loading)
         for note in pipe.backbone.notes:
@@ -127,8 +139,11 @@ def generate(text, encoder, encoder_path, backbone, backbone_path, aligner, imag
 
         result = pipe(prompt, num_images=num_images, steps=steps, guidance=guidance, seed=seed,
                       width=width, height=height, on_step=on_step, on_phase=on_phase, true_cfg=true_cfg,
-                      negative_prompt=negative_prompt)
+                      negative_prompt=negative_prompt, reason=reason, reason_tokens=reason_tokens,
+                      reason_with_prompt=reason_with_prompt)
         progress.update(task, completed=progress.tasks[-1].total)
     paths = save_images(result, output, seed=seed)
+    if reason:  # on stderr: stdout lists the written files only
+        click.echo(f"Answer: {result[0].info.get('answer', '')}", err=True)
     for path in paths:
         click.echo(str(path))

@@ -13,6 +13,7 @@ BUILTIN_COMMANDS = {
     "align": "x2i_cli.align:align",
     "eval-align": "x2i_cli.align:eval_align",
     "generate": "x2i_cli.generate:generate",
+    "chat": "x2i_cli.chat:chat",
     "convert": "x2i_cli.convert_cmd:convert",
     "fetch-aligner": "x2i_cli.fetch_aligner_cmd:fetch_aligner",
 }

@@ -22,9 +22,12 @@ from .interfaces import Adapter, Aligner, DiTBackbone, MultimodalEncoder
 from .memory import place_encoder, resolve_memory_level
 from .plugins import get_registry, load_component
 from .prompt import MultimodalPrompt
+from .prompt_files import as_prompt
+from .reasoning import DEFAULT_REASON_TOKENS, check_can_reason, reasoned_encoding
 
 #: PNG text-chunk keys written by save_images, in this order
 METADATA_KEYS = ("prompt", "seed", "steps", "guidance", "true_cfg", "width", "height", "encoder", "backbone", "aligner")
+METADATA_KEYS += ("answer",)  # with reason=True (--reason): the MLLM's answer that the image was drawn from
 _MEDIA_OPTIONS = {"image": "--image", "video": "--video", "audio": "--audio"}
 
 
@@ -106,11 +109,13 @@ class X2IPipeline:
         trust_remote_code: bool = False,
         on_load: Callable[[str], None] | None = None,
         memory: str | None = None,
+        encoder_options: dict[str, Any] | None = None,
     ) -> "X2IPipeline":
         """Load registered components by name (or folder); the aligner is checked against both before use.
 
         `on_load(what)` is called before each component loads ("aligner", "encoder", "backbone").
         `memory`: high|balanced|low|lowest (x2i_core.memory; `offload=True` is balanced).
+        `encoder_options`: what only some encoders take (use_audio_in_video=True: read videos' sound tracks).
         """
         level = resolve_memory_level(memory, offload)  # a bad level fails before anything loads
         device, dtype = resolve_device(device, dtype)
@@ -130,7 +135,14 @@ class X2IPipeline:
         if align.prompt_template is not None:
             # a converted reference AlignNet learned the reference's inputs: its encoder must give exactly those
             extra["template"] = align.prompt_template
-        enc = load_component("encoder", encoder, encoder_path, device=device, dtype=dtype, **extra)
+        try:
+            enc = load_component("encoder", encoder, encoder_path, device=device, dtype=dtype, **extra,
+                                 **(encoder_options or {}))
+        except TypeError as exc:
+            if not encoder_options:
+                raise
+            raise PluginError(f"the encoder {encoder!r} does not take the option(s) "
+                              f"{', '.join(sorted(encoder_options))}") from exc
         align.check_fits(enc)
         say("backbone")
         memory_kw = {"memory": level} if memory is not None else {}  # backbones without levels take offload alone
@@ -158,14 +170,21 @@ class X2IPipeline:
         on_phase: Callable[[str], None] | None = None,
         true_cfg: float | None = None,
         negative_prompt: str = "",
+        reason: bool = False,
+        reason_tokens: int = DEFAULT_REASON_TOKENS,
+        reason_with_prompt: bool = False,
     ) -> list:
         """PIL images for one prompt; image i is seeded with seed + i and carries its metadata in `.info`.
 
         `on_phase(name)` is called with "encode", "align", "denoise" and "decode" as each starts.
         `true_cfg` > 1 (default: the backbone's) guides away from `negative_prompt`, which goes through the same
         encoder and AlignNet (two transformer calls per step).
+        `reason`: the encoder answers the prompt first (greedy, at most `reason_tokens` tokens) and the answer's
+        hidden states condition the image (`reason_with_prompt`: the prompt's before them); the answer is in
+        each image's `.info["answer"]`. The prompt may also be a string with inline <image:...> references or
+        a chat-message list (x2i_core.prompt_files).
         """
-        prompt = MultimodalPrompt.coerce(prompt)
+        prompt = as_prompt(prompt)
         phase = on_phase or (lambda name: None)
         steps = int(steps if steps is not None else self.backbone.default_steps)
         guidance = float(guidance if guidance is not None else self.backbone.default_guidance)
@@ -184,6 +203,8 @@ class X2IPipeline:
         if prompt.is_empty():
             raise InputError("the prompt is empty: give text, --image, --video or --audio")
         self.encoder.check_prompt(prompt)
+        if reason:
+            check_can_reason(self.encoder, reason_tokens)
         check_media_files(prompt)
 
         with torch.no_grad():
@@ -192,7 +213,9 @@ class X2IPipeline:
                 self.encoder.to(self.encoder_device)
             use_cfg = true_cfg > 1
             try:
-                encoded = self.encoder.encode([prompt])
+                answer, encoded = (reasoned_encoding(self.encoder, prompt, max_new_tokens=reason_tokens,
+                                                     with_prompt=reason_with_prompt) if reason
+                                   else (None, self.encoder.encode([prompt])))
                 negative_encoded = self.encoder.encode([MultimodalPrompt.from_text(negative_prompt)]) if use_cfg else None
             finally:
                 if self.encoder_device is not None:
@@ -230,6 +253,8 @@ class X2IPipeline:
                 "encoder": self.names["encoder"], "backbone": self.names["backbone"],
                 "aligner": self.names["aligner"],
             })
+            if answer is not None:
+                image.info["answer"] = answer
         return images
 
 
