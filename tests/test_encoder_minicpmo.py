@@ -110,9 +110,12 @@ def test_template_is_minicpm_chat_format(encoder):
         f"{P.IMAGE_TAG}\na cat on a mat\n{P.IMAGE_TAG}\n{P.IMAGE_TAG}\n{P.AUDIO_TAG}<|im_end|>\n"
     )
     # the reference template: media, then the training dict string, then the generation prompt
-    ref = encoder.render(MultimodalPrompt.build("a cat", images=["x.png"]), template="reference")
-    assert ref.endswith(f"user\n{P.IMAGE_TAG}\n{{'Text input': 'a cat', 'Instruction editing description': 'no', "
+    ref = encoder.render(MultimodalPrompt.from_text("a cat"), template="reference")
+    assert ref.endswith("user\n{'Text input': 'a cat', 'Instruction editing description': 'no', "
                         "'image input': 'no'}<|im_end|>\n<|im_start|>assistant\n")
+    ref = encoder.render(MultimodalPrompt.build("a cat", images=["x.png"]), template="reference")
+    assert ref.endswith(f"user\n{P.IMAGE_TAG}\n{{'Text input': 'a cat', 'Instruction editing description': '', "
+                        "'image input': 'yes'}<|im_end|>\n<|im_start|>assistant\n")
 
 
 def test_dialogue_renders_every_turn(encoder):
@@ -156,7 +159,7 @@ def test_contract_images(encoder, media):
 def test_contract_video_frames_and_file(encoder, media):
     frames = [media.a, media.b, media.a]
     check_encoder(encoder, [MultimodalPrompt((PromptPart("video", frames[:2]), PromptPart("text", "a clip"))),
-                            MultimodalPrompt.build("a poster of this clip", videos=[media.video])])
+                            MultimodalPrompt.build("a poster of these frames", videos=[frames])])
     inputs = encoder.prepare([MultimodalPrompt.build("x", videos=[media.video])])
     assert len(inputs["images"][0]) == 3 and _count(inputs, encoder.ids[P.UNK]) == 3 * QUERY_NUM
 
@@ -253,6 +256,9 @@ def test_checkpoint_errors(folder, tmp_path):
     config = json.loads((other / "config.json").read_text())
     (other / "config.json").write_text(json.dumps({**config, "model_type": "qwen2"}))
     assert "not MiniCPM-o" in _load_error(other)
+    newer = _copy(folder, tmp_path, "version-4.5")
+    (newer / "config.json").write_text(json.dumps({**config, "version": 4.5}))
+    assert "MiniCPM-o-2.6 only" in _load_error(newer)
     corrupt = _copy(folder, tmp_path, "corrupt")
     (corrupt / "model.safetensors").write_bytes(b"\x00" * 64)
     assert "cannot read MiniCPM-o weights" in _load_error(corrupt)

@@ -91,6 +91,9 @@ def read_parts(folder: Path) -> MiniCPMOParts:
     raw = _read_json(folder, "config.json")
     if raw.get("model_type") != MODEL_TYPE:
         raise CheckpointError(f"{folder} holds a {raw.get('model_type')!r} model, not MiniCPM-o (model_type 'minicpmo')")
+    version = str(raw.get("version", "2.6"))
+    if not version.startswith("2.6"):  # MiniCPM-o 4.5 shares the model_type with other parts (Qwen3, ...)
+        raise CheckpointError(f"{folder} is MiniCPM-o version {version}; this port reads MiniCPM-o-2.6 only")
     text = Qwen2Config(**{k: v for k, v in raw.items() if k not in NOT_TEXT_FIELDS})
     vision = {**DEFAULT_VISION, **(raw.get("vision_config") or {})}
     layers = int(vision["num_hidden_layers"]) - (1 if raw.get("drop_vision_last_layer", True) else 0)
@@ -147,8 +150,9 @@ def weight_files(folder: Path) -> list[Path]:
     raise CheckpointError(f"{folder} has no MiniCPM-o weights (model.safetensors or model.safetensors.index.json)")
 
 
-def load_weights(model, folder: Path, dtype) -> None:
-    """Fill `model` (built on the meta device) from the folder's safetensors, by name, cast to `dtype`."""
+def load_weights(model, folder: Path, dtype, device="cpu") -> None:
+    """Fill `model` (built on the meta device) from the folder's safetensors, by name, cast to `dtype` and placed
+    on `device` tensor by tensor (no second copy of the model in host memory)."""
     from safetensors import safe_open
 
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -166,7 +170,7 @@ def load_weights(model, folder: Path, dtype) -> None:
                     if tuple(tensor.shape) != expected[key]:
                         mismatched.append(f"{key} {tuple(tensor.shape)} vs {expected[key]}")
                         continue
-                    state[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+                    state[key] = tensor.to(device=device, dtype=dtype if tensor.is_floating_point() else None)
         except CheckpointError:
             raise
         except Exception as exc:  # a truncated or corrupt safetensors file

@@ -11,10 +11,11 @@ by the resampler's (64 per image view) and the audio projection's (25 per second
 - "x2i" (default): no generation prompt, right padding with a mask; images as MiniCPM's processor does with
   `max_slice_nums` (default 1: one view, 64 tokens; 9 is the processor's own default) and the checkpoint's
   image ids; the same for alignment and generation.
-- "reference": what the reference's released MiniCPM-o AlignNet was trained on: the text wrapped as
-  `str({'Text input': ..., 'Instruction editing description': 'no', 'image input': 'no'})`, the generation
-  prompt, padded with the pad token to `reference_length` (512) on the tokenizer's side, the pad states kept
-  (mask all True); media as its inference script (one view per image, no image ids).
+- "reference": what the reference's released MiniCPM-o AlignNet was trained on (datamodule_minicpm.py): the
+  text wrapped as `str({'Text input': ..., 'Instruction editing description': 'no', 'image input': 'no'})`,
+  the generation prompt, padded with the pad token to `reference_length` (512) on the tokenizer's side, the pad
+  states kept (mask all True); media as its inference script (one view per image, no image ids), before the
+  dict, which then takes the form its multimodal front end wrote (see _reference_dict). One prompt, no dialogue.
 Video: frames at `video_fps` (at most `max_frames`, 64 as the reference), each one unsliced view without id.
 Audio: 16 kHz mono, Whisper features per 30 s piece, Whisper attending in 1 s blocks as MiniCPM-o does.
 """
@@ -84,8 +85,8 @@ class MiniCPMOEncoder(MultimodalEncoder):
             raise CheckpointError(f"cannot load the MiniCPM-o tokenizer from {pretrained}: {first_line(exc)}") from exc
         with init_empty_weights():  # parameters on the meta device: the checkpoint fills them, no random init pass
             model = MiniCPMOModel(parts)
-        load_weights(model, folder, dtype)
-        model.to(device)
+        load_weights(model, folder, dtype, device)
+        model.to(device)  # the buffers built with the modules (rotary frequencies)
         chat_template = tokenizer.chat_template
         if isinstance(chat_template, dict):
             chat_template = chat_template.get("default")
@@ -151,10 +152,9 @@ class MiniCPMOEncoder(MultimodalEncoder):
                     items += [("tag", P.IMAGE_TAG)] * (frames.pop(0) if frames else 1)
                 else:
                     items.append(("tag", P.IMAGE_TAG if part.modality == "image" else P.AUDIO_TAG))
-            if reference:  # the training view: the media, then one dict string holding all the text
+            if reference:  # the media, then one dict string holding all the text
                 text = " ".join(v for kind, v in items if kind == "text")
-                wrapped = str({"Text input": text, "Instruction editing description": "no", "image input": "no"})
-                items = [*(i for i in items if i[0] == "tag"), ("text", wrapped)]
+                items = [*(i for i in items if i[0] == "tag"), ("text", _reference_dict(text, turn.parts))]
             messages.append({"role": turn.role, "content": "\n".join(v for _, v in items)})
         return self.tokenizer.apply_chat_template(
             messages, chat_template=self.chat_template, tokenize=False,
@@ -168,7 +168,7 @@ class MiniCPMOEncoder(MultimodalEncoder):
         if not prompts:
             raise InputError("no prompts to encode")
         reference = self.template == "reference" and answers is None
-        rows, image_rows, audio_rows = [], [], []
+        rows, image_rows, audio_rows, answer_tokens = [], [], [], []
         for i, prompt in enumerate(prompts):
             self.check_prompt(prompt)
             views, grids, clips, frames, image_count = [], [], [], [], 0
@@ -189,16 +189,20 @@ class MiniCPMOEncoder(MultimodalEncoder):
                 else:
                     clips.append(self._audio_features(part.value))
             text = self.render(prompt, frames=frames, add_generation_prompt=answers is not None)
-            if answers is not None:
-                text += answers[i]
             text = _expand(text, P.IMAGE_TAG, [P.image_placeholder(g, self.model.parts.query_num, k) for g, k in grids])
             text = _expand(text, P.AUDIO_TAG, [P.audio_placeholder(sum(n for _, n in c), self.audio_chunk_tokens)
                                                for c in clips])
-            rows.append(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            row = self.tokenizer(text + (answers[i] if answers else ""), add_special_tokens=False)["input_ids"]
+            if answers is not None:  # how many of the row's last tokens are the answer's
+                answer_tokens.append(len(row) - len(self.tokenizer(text, add_special_tokens=False)["input_ids"]))
+            rows.append(row)
             image_rows.append([torch.from_numpy(P.normalise(v, self.settings.norm_mean, self.settings.norm_std))
                                for v in views])
             audio_rows.append([features for clip in clips for features, _ in clip])
-        return self._pad(rows, image_rows, audio_rows, reference)
+        inputs = self._pad(rows, image_rows, audio_rows, reference)
+        if answers is not None:
+            inputs["answer_tokens"] = answer_tokens
+        return inputs
 
     def _pad(self, rows: list, image_rows: list, audio_rows: list, reference: bool) -> dict:
         """Right padding with a mask; the reference template pads to its length with real pad tokens instead."""
@@ -276,14 +280,13 @@ class MiniCPMOEncoder(MultimodalEncoder):
     @torch.no_grad()
     def encode_reply(self, prompt: MultimodalPrompt, answer: str, *, with_prompt: bool = False) -> EncodedPrompt:
         """Hidden states of `answer` as the assistant's turn after the prompt (all tokens with `with_prompt`)."""
-        prompt = MultimodalPrompt.coerce(prompt)
-        before = self.prepare([prompt], answers=[""])["input_ids"].shape[1]
-        inputs = self.prepare([prompt], answers=[answer])
-        if inputs["input_ids"].shape[1] <= before and not with_prompt:
+        inputs = self.prepare([MultimodalPrompt.coerce(prompt)], answers=[answer])
+        answer_tokens = inputs["answer_tokens"][0]
+        if answer_tokens <= 0 and not with_prompt:
             raise InputError("the answer is empty: nothing to encode")
         hidden_states = self._forward(inputs)
         if not with_prompt:
-            hidden_states = hidden_states[:, :, before:]
+            hidden_states = hidden_states[:, :, hidden_states.shape[2] - answer_tokens:]
         mask = torch.ones(1, hidden_states.shape[2], dtype=torch.bool, device=hidden_states.device)
         return EncodedPrompt(hidden_states, mask)
 
@@ -305,6 +308,16 @@ class MiniCPMOEncoder(MultimodalEncoder):
         return [(P.audio_features(piece, self.feature_extractor),
                  P.audio_token_count(len(piece), self.feature_extractor.hop_length, step))
                 for piece in P.audio_pieces(samples, rate)]
+
+
+def _reference_dict(text: str, parts) -> str:
+    """The reference's instruction dict: its training form for text (datamodule_minicpm.py); with media, the form
+    its multimodal front end wrote (no editing description; 'image input' says whether images or video come)."""
+    kinds = {p.modality for p in parts}
+    if kinds <= {"text"}:
+        return str({"Text input": text, "Instruction editing description": "no", "image input": "no"})
+    seen = "yes" if kinds & {"image", "video"} else "no"
+    return str({"Text input": text, "Instruction editing description": "", "image input": seen})
 
 
 def _expand(text: str, tag: str, placeholders: list[str]) -> str:
