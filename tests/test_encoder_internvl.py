@@ -167,7 +167,7 @@ def test_convert_encoder_command(folders, tmp_path):
     assert res.exit_code == 2 and "not an original InternVL" in res.output and not (tmp_path / "x").exists()
 
 
-def test_reference_template(folders, encoder):
+def test_reference_template(folders, encoder, media):
     ref = InternVLEncoder.from_pretrained(folders["native"], device="cpu", template="reference", reference_length=32)
     prompt = MultimodalPrompt.from_text("a red circle")
     assert ref.render(prompt) == str({"Text input": "a red circle", "Instruction editing description": "no",
@@ -182,6 +182,13 @@ def test_reference_template(folders, encoder):
         raw = torch.stack(ref.model(**inputs, output_hidden_states=True).hidden_states, dim=1)
     torch.testing.assert_close(out.hidden_states, raw, atol=0, rtol=0)
     assert float(out.hidden_states[0, -1, -1].abs().max()) > 0
+    with_image = MultimodalPrompt.build("this cat", images=[media["a"]])
+    assert ref.render(with_image) == "<IMG_CONTEXT>\n" + str({"Text input": "this cat",
+                                                              "Instruction editing description": "no"})
+    assert ref.prepare([with_image])["pixel_values"].shape[0] == 1  # resized to 128x128: one tile
+    dialogue = prompt.followed_by("A circle.", MultimodalPrompt.build("now blue").parts)
+    text = ref.render(dialogue)
+    assert text.count("{'Text input': ") == 2 and text.endswith("<|im_start|>assistant\n")
     assert InternVLEncoder.from_pretrained(folders["native"], device="cpu", template="reference").encode(
         [prompt]).hidden_states.shape[2] == 512
     with pytest.raises(InputError, match="template must be one of"):

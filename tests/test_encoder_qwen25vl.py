@@ -335,6 +335,10 @@ def test_reference_template(qwen_dir, media):
     with_image = ref.prepare([MultimodalPrompt.build("this dog", images=[media["a"]])])
     assert with_image["image_grid_thw"].tolist() == [[1, 10, 10]]  # resized to 128x128 -> 140x140 -> 25 tokens
     assert "'image input': 'yes'" in ref.tokenizer.decode(with_image["input_ids"][0])
+    dialogue = prompt.followed_by("A circle.", MultimodalPrompt.build("now blue", images=[media["b"]]).parts)
+    text = ref.render(dialogue)
+    assert text.count("{'Text input': ") == 2 and "'Text input': 'now blue'" in text  # every user turn wrapped
+    assert "<|im_start|>assistant\nA circle.<|im_end|>" in text and text.endswith("<|im_start|>assistant\n")
     default = Qwen25VLEncoder.from_pretrained(qwen_dir, device="cpu", template="reference")
     assert default.encode([prompt]).hidden_states.shape[2] == 512
     with pytest.raises(InputError, match="template must be one of"):

@@ -161,12 +161,14 @@ class InternVLEncoder(MultimodalEncoder):
             for part in turn.parts:
                 if part.modality == "text" and any(t in str(part.value) for t in RESERVED_TOKENS):
                     raise InputError(f"the prompt text contains a reserved InternVL token ({', '.join(RESERVED_TOKENS)})")
-        if (template or self.template) == "reference":
-            if prompt.history:
-                raise InputError("the reference template reads one prompt, not a dialogue (use template 'x2i')")
+        reference = (template or self.template) == "reference"
+        if reference and not prompt.history:  # the reference's training: no chat template, the dict string alone
             tags = "".join((self.image_tag if p.modality == "image" else self.video_tag) + "\n" for p in prompt.media())
-            return tags + reference_text(prompt.text, bool(prompt.media()))
-        messages = chat_messages(prompt)
+            return tags + reference_text(_joined_text(prompt.parts), bool(prompt.media()))
+        if reference:  # a dialogue: each user turn's text wrapped in the dict, through the chat template
+            messages, add_generation_prompt = [_reference_message(turn) for turn in prompt.turns], True
+        else:
+            messages = chat_messages(prompt)
         return self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False,
                                                   add_generation_prompt=add_generation_prompt)
 
@@ -323,6 +325,19 @@ class InternVLEncoder(MultimodalEncoder):
             frames = [f.resize(REFERENCE_IMAGE_SIZE) for f in frames]
         out = self.image_processor(images=frames, crop_to_patches=False, return_tensors="np")
         return [row[None] for row in np.asarray(out["pixel_values"], dtype=np.float32)]
+
+
+def _joined_text(parts) -> str:
+    return " ".join(str(p.value) for p in parts if p.modality == "text" and str(p.value).strip())
+
+
+def _reference_message(turn) -> dict:
+    """A dialogue turn for the reference template: a user turn's media, then its text wrapped in the dict."""
+    if turn.role != "user":
+        return {"role": turn.role, "content": [{"type": "text", "text": _joined_text(turn.parts)}]}
+    content = [{"type": p.modality} for p in turn.parts if p.modality != "text"]
+    content.append({"type": "text", "text": reference_text(_joined_text(turn.parts), len(content) > 0)})
+    return {"role": "user", "content": content}
 
 
 def _check_options(max_tiles, video_fps, max_frames, template, reference_length) -> None:

@@ -6,9 +6,9 @@ Two prompt templates (option `template`):
   x2i_core.templates.chat_messages), with no generation prompt, right-padded with a mask.
 - "reference": what the reference's released Qwen2.5-VL AlignNets were trained on (train_qwenvl.py,
   datamodule_qwenvl.py): the text wrapped as `str({'Text input': ..., 'Instruction editing description':
-  'no', 'image input': 'no'})` in one user turn, the generation prompt added, LEFT-padded to
-  `reference_length` (512) with the model's own pad-token states kept and a mask that is all True (the
-  reference's unmasked mean); images resized to 128x128 (25 tokens) and videos at 128x128 pixels per
+  'no', 'image input': 'no'})` in the user turn (each user turn of a dialogue), the generation prompt added,
+  LEFT-padded to `reference_length` (512) with the model's own pad-token states kept and a mask that is all
+  True (the reference's unmasked mean); images resized to 128x128 (25 tokens) and videos at 128x128 pixels per
   frame, as its inference script did, with the dict its multimodal front end wrote for media.
 The encoder can also answer (`reply`, greedy) with the checkpoint's lm_head, read on first use.
 
@@ -57,6 +57,17 @@ def reference_text(text: str, has_media: bool) -> str:
     if has_media:
         return str({"Text input": text, "Instruction editing description": "", "image input": "yes"})
     return str({"Text input": text, "Instruction editing description": "no", "image input": "no"})
+
+
+def reference_message(turn) -> dict:
+    """One turn as the reference wrote it: a user turn's media, then its text wrapped in the instruction dict (its
+    multi-turn script did so for every user turn); other turns as they are."""
+    text = " ".join(str(p.value) for p in turn.parts if p.modality == "text" and str(p.value).strip())
+    if turn.role != "user":
+        return {"role": turn.role, "content": [{"type": "text", "text": text}]}
+    content = [{"type": p.modality} for p in turn.parts if p.modality != "text"]
+    content.append({"type": "text", "text": reference_text(text, len(content) > 0)})
+    return {"role": "user", "content": content}
 
 
 class Qwen25VLEncoder(MultimodalEncoder):
@@ -205,12 +216,7 @@ class Qwen25VLEncoder(MultimodalEncoder):
                 if part.modality == "text" and any(token in str(part.value) for token in RESERVED_TOKENS):
                     raise InputError(f"the prompt text contains a reserved Qwen token ({', '.join(RESERVED_TOKENS)})")
         if (template or self.template) == "reference":
-            if prompt.history:
-                raise InputError("the reference template reads one prompt, not a dialogue (use template 'x2i')")
-            media = prompt.media()
-            content = [{"type": p.modality} for p in media]
-            content.append({"type": "text", "text": reference_text(prompt.text, bool(media))})
-            messages, add_generation_prompt = [{"role": "user", "content": content}], True
+            messages, add_generation_prompt = [reference_message(turn) for turn in prompt.turns], True
         else:
             messages = chat_messages(prompt)
         return self.tokenizer.apply_chat_template(
