@@ -3,6 +3,8 @@
 import pytest
 import torch
 from diffusers import FluxPipeline, FluxTransformer2DModel
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -151,3 +153,26 @@ def test_kontext_puts_the_source_image_in_the_sequence_at_the_asked_size(folders
     assert not torch.equal(edited, other) and not torch.equal(edited, plain)
     with pytest.raises(InputError, match="--strength"):
         _latents(backbone, GenerationRequest(init_image=images["red"], strength=0.5))
+
+
+def _turbo_like_lora(folder) -> str:
+    """A diffusers-layout LoRA of the tiny transformer, saved under Turbo-Alpha's file name."""
+    transformer = tiny_transformer()
+    torch.manual_seed(3)
+    config = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, target_modules=["to_q", "to_k", "to_v", "proj_out"])
+    transformer.add_adapter(config)
+    FluxPipeline.save_lora_weights(str(folder), transformer_lora_layers=get_peft_model_state_dict(transformer),
+                                   transformer_lora_adapter_metadata=config.to_dict(),
+                                   weight_name="diffusion_pytorch_model.safetensors")
+    return str(folder)
+
+
+def test_turbo_loads_its_lora_with_the_backbone(folders, tmp_path):
+    lora = _turbo_like_lora(tmp_path / "turbo-alpha")
+    turbo = load_component("backbone", "flux-turbo", folders["base"], device="cpu", lora=lora)
+    assert (turbo.default_steps, turbo.default_guidance) == (8, 3.5)
+    assert list(turbo.transformer.peft_config) == ["x2i_lora_0"]
+    base = load_component("backbone", "flux-dev", folders["base"], device="cpu")
+    assert not torch.equal(_latents(turbo), _latents(base))
+    with pytest.raises(CheckpointError, match="not found"):
+        load_component("backbone", "flux-turbo", folders["base"], device="cpu", lora=str(tmp_path / "nowhere"))

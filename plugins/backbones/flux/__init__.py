@@ -35,7 +35,7 @@ PRESETS = {
         "black-forest-labs/FLUX.1-dev",
         "FLUX.1-dev + the Turbo-Alpha LoRA (alimama-creative/FLUX.1-Turbo-Alpha), 8 steps",
         {"default_steps": 8, "default_guidance": 3.5, "max_sequence_length": 512,
-         "lora": "alimama-creative/FLUX.1-Turbo-Alpha"},
+         "lora": "alimama-creative/FLUX.1-Turbo-Alpha", "lora_weight_name": "diffusion_pytorch_model.safetensors"},
     ),
     "flex": (
         "ostris/Flex.1-alpha",

@@ -87,6 +87,22 @@ def load_components(pretrained: str, dtype: torch.dtype, *, transformer_file: st
     return loaded
 
 
+def _lora_file(lora: str, weight_name: str | None) -> str:
+    """The LoRA to load: `weight_name` inside a local folder or a hub repository (downloaded), else `lora` as given."""
+    folder = Path(lora).expanduser()
+    if weight_name is not None and folder.is_dir() and (folder / weight_name).is_file():
+        return str(folder / weight_name)
+    if weight_name is None or folder.exists() or _looks_like_path(lora):
+        return lora  # the lora plugin reads it, or says it is not there
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return hf_hub_download(lora, weight_name)
+    except Exception as exc:  # offline, gated, missing file
+        raise CheckpointError(f"cannot fetch the LoRA {lora}/{weight_name}: {type(exc).__name__}: "
+                              f"{first_line(exc)} (check the network, or pass a local LoRA file with the lora option)") from exc
+
+
 def _hub_hint(repo_id: str, sub: str) -> str:
     """When a hub checkpoint is not in the local cache, diffusers reports a missing file even if the hub was
     unreachable or the repository gated: say what to check."""
@@ -162,13 +178,15 @@ class FluxBackbone(DiTBackbone):
         transformer_file: str | None = None,
         lora: str | None = None,
         lora_scale: float = 1.0,
+        lora_weight_name: str | None = None,
         own_alignment: bool = False,
         **options,
     ) -> "FluxBackbone":
         """Load transformer/, vae/ and scheduler/ from a diffusers Flux folder or hub id (never the text encoders).
 
         `memory`: high|balanced|low|lowest (memory.py). `transformer_file`: a .safetensors fine-tune loaded in place
-        of the folder's transformer. `lora`: a LoRA loaded through the `lora` adapter plugin (flux-turbo's Turbo-Alpha).
+        of the folder's transformer. `lora`: a LoRA loaded through the `lora` adapter plugin (flux-turbo's Turbo-Alpha),
+        `lora_weight_name` its file inside a folder or hub repository.
         """
         if options:
             raise InputError(f"unknown Flux backbone option(s): {', '.join(sorted(options))}")
@@ -176,7 +194,9 @@ class FluxBackbone(DiTBackbone):
         resolve_memory_level(memory, offload)  # a bad level fails before gigabytes load
         if transformer_file is not None:
             check_transformer_file(transformer_file)
-        adapters = [load_component("adapter", "lora", lora, scale=lora_scale)] if lora else []
+        adapters = []
+        if lora:  # loaded (a small file) before the backbone's gigabytes, so a bad LoRA fails first
+            adapters.append(load_component("adapter", "lora", _lora_file(lora, lora_weight_name), scale=lora_scale))
         parts = load_components(str(pretrained), dtype, transformer_file=transformer_file)
         pipe = FluxPipeline(
             scheduler=parts["scheduler"], vae=parts["vae"], transformer=parts["transformer"],
