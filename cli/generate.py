@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from x2i_cli.dit_inputs import dit_inputs, dit_options
 from x2i_core.errors import X2IError
 from x2i_core.memory import MEMORY_LEVELS
 
@@ -83,9 +84,10 @@ def _pick_models(encoder, backbone, aligner, encoder_path, backbone_path):
 @click.option("--reason-with-prompt", is_flag=True, help="With --reason: the prompt's hidden states too, before the answer's.")
 @click.option("--video-sound", is_flag=True, help="Read each video's own sound track too (encoders that hear, "
               "e.g. qwen2.5-omni); a video without one is an error.")
+@dit_options
 def generate(text, encoder, encoder_path, backbone, backbone_path, aligner, images, videos, audios, steps, guidance,
              true_cfg, negative_prompt, seed, width, height, num_images, output, offload, memory, device, dtype, trust_remote_code,
-             prompt_file=None, reason=False, reason_tokens=128, reason_with_prompt=False, video_sound=False):
+             prompt_file=None, reason=False, reason_tokens=128, reason_with_prompt=False, video_sound=False, **dit):
     """Generate images from TEXT and/or media with a multimodal encoder, an AlignNet and a FLUX-style backbone."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -98,6 +100,7 @@ def generate(text, encoder, encoder_path, backbone, backbone_path, aligner, imag
         raise X2IError("the prompt is empty: give TEXT and/or --image, --video, --audio")
     check_media_files(prompt)  # before loading gigabytes
     output_paths(output, num_images, seed)  # a bad -o fails now, not after sampling
+    adapters, dit_fields = dit_inputs(dit)  # LoRAs, init image, strength, mask, outpaint
     encoder, backbone, aligner, encoder_path, backbone_path, world = _pick_models(
         encoder, backbone, aligner, encoder_path, backbone_path)
     if world is not None:
@@ -120,7 +123,7 @@ def generate(text, encoder, encoder_path, backbone, backbone_path, aligner, imag
         pipe = X2IPipeline.from_names(
             encoder, backbone, aligner, encoder_path=encoder_path, backbone_path=backbone_path,
             device=device, dtype=dtype, offload=offload, memory=memory, trust_remote_code=trust_remote_code,
-            on_load=on_load, encoder_options={"use_audio_in_video": True} if video_sound else None,
+            on_load=on_load, adapters=adapters, encoder_options={"use_audio_in_video": True} if video_sound else None,
         )
         progress.remove_task(loading)
         for note in pipe.backbone.notes:
@@ -138,7 +141,7 @@ def generate(text, encoder, encoder_path, backbone, backbone_path, aligner, imag
             progress.advance(task)
 
         result = pipe(prompt, num_images=num_images, steps=steps, guidance=guidance, seed=seed,
-                      width=width, height=height, on_step=on_step, on_phase=on_phase, true_cfg=true_cfg,
+                      width=width, height=height, on_step=on_step, on_phase=on_phase, **dit_fields, true_cfg=true_cfg,
                       negative_prompt=negative_prompt, reason=reason, reason_tokens=reason_tokens,
                       reason_with_prompt=reason_with_prompt)
         progress.update(task, completed=progress.tasks[-1].total)

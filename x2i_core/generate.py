@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from .adapters import backbone_inputs, load_adapters, make_request, request_metadata, request_size
 from .alignnet import AlignNet
 from .device import resolve as resolve_device
 from .errors import InputError, PluginError
@@ -26,7 +27,8 @@ from .prompt_files import as_prompt
 from .reasoning import DEFAULT_REASON_TOKENS, check_can_reason, reasoned_encoding
 
 #: PNG text-chunk keys written by save_images, in this order
-METADATA_KEYS = ("prompt", "seed", "steps", "guidance", "true_cfg", "width", "height", "encoder", "backbone", "aligner")
+METADATA_KEYS = ("prompt", "seed", "steps", "guidance", "true_cfg", "width", "height", "encoder", "backbone", "aligner",
+                 "adapters", "init_image", "strength", "mask", "outpaint")
 METADATA_KEYS += ("answer",)  # with reason=True (--reason): the MLLM's answer that the image was drawn from
 _MEDIA_OPTIONS = {"image": "--image", "video": "--video", "audio": "--audio"}
 
@@ -108,12 +110,15 @@ class X2IPipeline:
         offload: bool = False,
         trust_remote_code: bool = False,
         on_load: Callable[[str], None] | None = None,
+        adapters: Sequence = (),
         memory: str | None = None,
         encoder_options: dict[str, Any] | None = None,
     ) -> "X2IPipeline":
         """Load registered components by name (or folder); the aligner is checked against both before use.
 
         `on_load(what)` is called before each component loads ("aligner", "encoder", "backbone").
+        `adapters`: Adapter instances, AdapterChoice("lora", "style.safetensors", 0.8), a registered adapter
+        name, or a tuple (name, checkpoint[, scale[, options]]); loaded after the backbone, applied in order.
         `memory`: high|balanced|low|lowest (x2i_core.memory; `offload=True` is balanced).
         `encoder_options`: what only some encoders take (use_audio_in_video=True: read videos' sound tracks).
         """
@@ -152,7 +157,7 @@ class X2IPipeline:
         label = lambda name, path: f"{name} ({path})" if path else name  # noqa: E731
         names = {"encoder": label(encoder, encoder_path), "backbone": label(backbone, backbone_path),
                  "aligner": aligner_name}
-        pipe = cls(enc, align, bb, names=names)
+        pipe = cls(enc, align, bb, load_adapters(adapters), names=names)
         # the encoder leaves the GPU after encoding (balanced, low) or is streamed layer by layer (lowest)
         pipe.encoder_device = place_encoder(enc, level, device)
         return pipe
@@ -173,12 +178,15 @@ class X2IPipeline:
         reason: bool = False,
         reason_tokens: int = DEFAULT_REASON_TOKENS,
         reason_with_prompt: bool = False,
+        **request_fields: Any,
     ) -> list:
         """PIL images for one prompt; image i is seeded with seed + i and carries its metadata in `.info`.
 
         `on_phase(name)` is called with "encode", "align", "denoise" and "decode" as each starts.
         `true_cfg` > 1 (default: the backbone's) guides away from `negative_prompt`, which goes through the same
         encoder and AlignNet (two transformer calls per step).
+        `request_fields`: the other GenerationRequest fields (init_image, strength, mask, outpaint, control_images,
+        reference_images, adapter_scales, inputs ...): images that enter the DiT and what adapters read.
         `reason`: the encoder answers the prompt first (greedy, at most `reason_tokens` tokens) and the answer's
         hidden states condition the image (`reason_with_prompt`: the prompt's before them); the answer is in
         each image's `.info["answer"]`. The prompt may also be a string with inline <image:...> references or
@@ -193,8 +201,9 @@ class X2IPipeline:
             raise InputError(f"true CFG scale must be at least 1 (1 = off), got {true_cfg:g}")
         if true_cfg > 1 and not self.backbone.supports_true_cfg:
             raise InputError(f"the backbone {self.backbone.identity} does not support true CFG (--true-cfg)")
-        width = int(width or self.backbone.default_size)
-        height = int(height or self.backbone.default_size)
+        request = make_request(prompt, negative_prompt=negative_prompt, seed=seed, num_images=num_images,
+                               **request_fields)
+        width, height = request_size(request, width, height, self.backbone)
         if num_images < 1:
             raise InputError(f"the number of images must be at least 1, got {num_images}")
         if steps < 1:
@@ -231,8 +240,8 @@ class X2IPipeline:
         extra: dict[str, Any] = {}
         if use_cfg:
             extra.update(negative=negative, true_cfg_scale=true_cfg)
-        for adapter in self.adapters:
-            extra.update(adapter.pipeline_kwargs(prompt))
+        request = request.with_defaults(width=width, height=height, steps=steps, guidance=guidance, true_cfg=true_cfg)
+        extra.update(backbone_inputs(request, self.adapters, self.backbone))
         generators = [torch.Generator("cpu").manual_seed(seed + i) for i in range(num_images)]
         phase("denoise")
 
@@ -251,7 +260,7 @@ class X2IPipeline:
                 "prompt": prompt.describe(), "seed": str(seed + i), "steps": str(steps),
                 "guidance": f"{guidance:g}", "true_cfg": f"{true_cfg:g}", "width": str(width), "height": str(height),
                 "encoder": self.names["encoder"], "backbone": self.names["backbone"],
-                "aligner": self.names["aligner"],
+                "aligner": self.names["aligner"], **request_metadata(request, self.adapters),
             })
             if answer is not None:
                 image.info["answer"] = answer

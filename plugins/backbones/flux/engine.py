@@ -132,10 +132,7 @@ def run(
 
     init = mask = None
     if request is not None and request.init_image is not None:
-        start = first_step(num_inference_steps, request.effective_strength())
-        if start >= num_inference_steps:
-            raise InputError(f"--strength {request.effective_strength():g} with {num_inference_steps} steps runs no "
-                             f"step: raise the strength or the steps")
+        start = first_step(num_inference_steps, request.effective_strength())  # < steps for any strength > 0
         timesteps, sigmas = timesteps[start:], sigmas[start:]
         pixels, mask_pixels = init_tensors(request, height, width, backbone.pipe.image_processor,
                                            backbone.vae_scale_factor)
