@@ -249,7 +249,7 @@ def test_bad_checkpoints(tmp_path, folders):
     llama = tmp_path / "llama-lm"
     llama.mkdir()
     config = json.loads((Path(folders["original"]) / "config.json").read_text())
-    config["llm_config"]["model_type"] = "llama"
+    config["llm_config"].update(model_type="llama", architectures=["LlamaForCausalLM"])
     (llama / "config.json").write_text(json.dumps(config))
     (llama / "model.safetensors").write_bytes((Path(folders["original"]) / "model.safetensors").read_bytes())
     for name in ("tokenizer.json", "tokenizer_config.json"):

@@ -108,12 +108,17 @@ def native_config(original: dict, image_token_id: int):
 
     llm = dict(original.get("llm_config") or {})
     vision = dict(original.get("vision_config") or {})
-    if llm.get("model_type") != "qwen2":
+    # InternVL's own config code picks the language model by architectures[0]; to_dict() adds model_type too
+    architecture = (llm.get("architectures") or [None])[0]
+    if llm.get("model_type", "qwen2") != "qwen2" or architecture not in (None, "Qwen2ForCausalLM"):
         raise CheckpointError(
-            f"this InternVL checkpoint's language model is {llm.get('model_type')!r}; only Qwen2 language models "
-            "(InternVL2.5-1B/4B, InternVL3) convert"
+            f"this InternVL checkpoint's language model is {architecture or llm.get('model_type')!r}; only Qwen2 "
+            "language models (InternVL2.5-1B/4B, InternVL3) convert"
         )
-    for key in ("architectures", "auto_map", "_name_or_path", "use_bfloat16", "transformers_version"):
+    llm["model_type"] = "qwen2"
+    # the originals ask for flash attention and carry loader bookkeeping; the encoder picks its own attention
+    for key in ("architectures", "auto_map", "_name_or_path", "use_bfloat16", "transformers_version",
+                "attn_implementation", "_attn_implementation", "_attn_implementation_autoset"):
         llm.pop(key, None)
     size = vision.get("image_size", original.get("force_image_size", 448))
     vision_native = dict(
