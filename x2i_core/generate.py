@@ -118,7 +118,7 @@ class X2IPipeline:
 
         `on_load(what)` is called before each component loads ("aligner", "encoder", "backbone").
         `adapters`: Adapter instances, AdapterChoice("lora", "style.safetensors", 0.8), a registered adapter
-        name, or a tuple (name, checkpoint[, scale[, options]]); loaded after the backbone, applied in order.
+        name, or a tuple (name, checkpoint[, scale[, options]]); read before the backbone loads, applied in order.
         `memory`: high|balanced|low|lowest (x2i_core.memory; `offload=True` is balanced).
         `encoder_options`: what only some encoders take (use_audio_in_video=True: read videos' sound tracks).
         """
@@ -149,6 +149,7 @@ class X2IPipeline:
             raise PluginError(f"the encoder {encoder!r} does not take the option(s) "
                               f"{', '.join(sorted(encoder_options))}") from exc
         align.check_fits(enc)
+        loaded_adapters = load_adapters(adapters)  # LoRA files are small: a bad one fails before the backbone loads
         say("backbone")
         memory_kw = {"memory": level} if memory is not None else {}  # backbones without levels take offload alone
         bb = load_component("backbone", backbone, backbone_path, device=device, dtype=dtype, offload=offload,
@@ -157,7 +158,7 @@ class X2IPipeline:
         label = lambda name, path: f"{name} ({path})" if path else name  # noqa: E731
         names = {"encoder": label(encoder, encoder_path), "backbone": label(backbone, backbone_path),
                  "aligner": aligner_name}
-        pipe = cls(enc, align, bb, load_adapters(adapters), names=names)
+        pipe = cls(enc, align, bb, loaded_adapters, names=names)
         # the encoder leaves the GPU after encoding (balanced, low) or is streamed layer by layer (lowest)
         pipe.encoder_device = place_encoder(enc, level, device)
         return pipe
