@@ -1,6 +1,6 @@
 """The built-in `minicpm-o` encoder (the port of MiniCPM-o-2.6 onto transformers' parts) on a tiny folder of the
 released layout written by write_tiny_minicpmo: every modality, both templates, answers, bad inputs and bad
-checkpoints, and `x2i generate --encoder minicpm --audio` end to end."""
+checkpoints, and `x2i generate --encoder minicpm --backbone shuttle --audio` end to end."""
 import json
 import shutil
 import types
@@ -195,6 +195,10 @@ def test_reference_template_pads_to_512_keeping_pad_states(folder):
     pad = ref.tokenizer.pad_token_id
     assert int(inputs["input_ids"][0, -1]) == pad and _count(inputs, pad) > 400
     assert out.hidden_states[0, :, -1].abs().sum() > 0  # the pad tokens' own states, not zeros
+    plain = MiniCPMOEncoder.from_pretrained(folder, device="cpu")
+    for answer in ("", "a circle"):  # answers use the chat template with the generation prompt in both templates
+        assert torch.equal(ref.prepare(["a red circle"], answers=[answer])["input_ids"],
+                           plain.prepare(["a red circle"], answers=[answer])["input_ids"])
 
 
 # -- answering ---------------------------------------------------------------------------------------
@@ -281,14 +285,19 @@ def test_key_mapping_refuses_missing_mismatched_and_unknown_weights(folder, tmp_
     assert MiniCPMOEncoder.from_pretrained(str(tts), device="cpu").num_layers == LAYERS
 
 
-# -- end to end: x2i generate --encoder minicpm --audio ----------------------------------------------
-def test_cli_generates_from_audio(folder, encoder, media, tmp_path):
-    flux = write_tiny_flux(tmp_path / "flux", seed=0, with_teacher=False)
+# -- end to end: x2i generate --encoder minicpm --backbone shuttle --audio ---------------------------
+@pytest.fixture(scope="module")
+def flux(tmp_path_factory):
+    return write_tiny_flux(tmp_path_factory.mktemp("flux") / "flux", seed=0, with_teacher=False)
+
+
+def test_cli_generates_from_audio(folder, encoder, flux, media, tmp_path):
     torch.manual_seed(0)
     AlignNet(num_layers=encoder.num_layers, hidden_size=encoder.hidden_size, prompt_dim=PROMPT_DIM, pooled_dim=POOLED_DIM,
              encoder="minicpm", encoder_checkpoint=folder).save_pretrained(tmp_path / "align")
     out = tmp_path / "out.png"
-    args = ["generate", "--encoder", "minicpm", "--encoder-path", folder, "--backbone", "flux", "--backbone-path", flux,
+    # the issue's command: x2i generate --encoder minicpm --backbone shuttle --audio x.wav (tiny folders)
+    args = ["generate", "--encoder", "minicpm", "--encoder-path", folder, "--backbone", "shuttle", "--backbone-path", flux,
             "--aligner", str(tmp_path / "align"), "--device", "cpu", "--width", "32", "--height", "32", "--steps", "2",
             "--audio", media.wav, "-o", str(out)]
     result = CliRunner().invoke(cli, args)
@@ -297,3 +306,14 @@ def test_cli_generates_from_audio(folder, encoder, media, tmp_path):
         assert image.size == (32, 32)
     meta = read_metadata(out)
     assert meta["prompt"] == "<audio:tone.wav>" and meta["encoder"] == f"minicpm ({folder})"
+
+
+def test_converted_reference_alignnet_gets_the_reference_template(folder, encoder, flux, tmp_path):
+    from x2i_core.generate import X2IPipeline
+
+    AlignNet(num_layers=encoder.num_layers, hidden_size=encoder.hidden_size, prompt_dim=PROMPT_DIM, pooled_dim=POOLED_DIM,
+             encoder="minicpm", prompt_template="reference").save_pretrained(tmp_path / "align-ref")
+    pipe = X2IPipeline.from_names(encoder="minicpm", encoder_path=folder, backbone="flux", backbone_path=flux,
+                                  aligner=str(tmp_path / "align-ref"), device="cpu")
+    assert pipe.encoder.template == "reference"
+    assert pipe.encoder.encode(["a cat"]).hidden_states.shape[2] == 512

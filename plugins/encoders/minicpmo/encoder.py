@@ -188,7 +188,9 @@ class MiniCPMOEncoder(MultimodalEncoder):
                     frames.append(len(video))
                 else:
                     clips.append(self._audio_features(part.value))
-            text = self.render(prompt, frames=frames, add_generation_prompt=answers is not None)
+            # answers always follow the chat template's own generation prompt, whatever the encoding template
+            text = self.render(prompt, frames=frames, add_generation_prompt=answers is not None,
+                               template="reference" if reference else "x2i")
             text = _expand(text, P.IMAGE_TAG, [P.image_placeholder(g, self.model.parts.query_num, k) for g, k in grids])
             text = _expand(text, P.AUDIO_TAG, [P.audio_placeholder(sum(n for _, n in c), self.audio_chunk_tokens)
                                                for c in clips])
