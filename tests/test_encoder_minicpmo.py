@@ -204,8 +204,19 @@ def test_reference_template_pads_to_512_keeping_pad_states(folder):
 # -- answering ---------------------------------------------------------------------------------------
 def test_reply_is_greedy_and_encode_reply_takes_the_answer(encoder, media):
     prompt = MultimodalPrompt.build("what is this", audios=[media.wav])
+    # greedy: the answer is the argmax continuation of the prompt with the generation prompt, token by token
+    inputs = encoder.prepare([prompt], answers=[""])
+    embeds, mask, tokens = encoder._embeddings(inputs), inputs["attention_mask"], []
+    with torch.no_grad():
+        for _ in range(5):
+            token = int(encoder.model.llm(inputs_embeds=embeds, attention_mask=mask).logits[0, -1].argmax())
+            tokens.append(token)
+            embeds = torch.cat([embeds, encoder.model.llm.get_input_embeddings()(torch.tensor([[token]]))], 1)
+            mask = torch.cat([mask, torch.ones(1, 1, dtype=mask.dtype)], 1)
+    stops = {encoder.ids["<|im_end|>"], encoder.ids["<|endoftext|>"]}
+    expected = tokens[: next((i for i, t in enumerate(tokens) if t in stops), len(tokens))]
     answer = encoder.reply(prompt, max_new_tokens=5)
-    assert isinstance(answer, str) and answer == encoder.reply(prompt, max_new_tokens=5)
+    assert answer == encoder.tokenizer.decode(expected, skip_special_tokens=True).strip()
     out = encoder.encode_reply(prompt, "a red circle")
     n = len(encoder.tokenizer("a red circle", add_special_tokens=False)["input_ids"])
     assert out.hidden_states.shape == (1, LAYERS, n, HIDDEN) and bool(out.attention_mask.all())
@@ -253,6 +264,7 @@ def _load_error(path) -> str:
 
 def test_checkpoint_errors(folder, tmp_path):
     assert "not found" in _load_error(tmp_path / "no-such-folder")
+    assert "cannot load MiniCPM-o from openbmb/MiniCPM-o-2_6" in _load_error("openbmb/MiniCPM-o-2_6")  # offline, not cached
     no_weights = _copy(folder, tmp_path, "no-weights")
     (no_weights / "model.safetensors").unlink()
     assert "has no MiniCPM-o weights" in _load_error(no_weights)
