@@ -173,3 +173,62 @@ def test_bad_files_are_one_line(files):
     empty.mkdir()
     with pytest.raises(CheckpointError, match="no .safetensors"):
         LoraAdapter.from_pretrained(str(empty))
+
+
+# -- through `x2i generate` and the API, on the built-in shapes world --------------------------------
+def _shapes_lora(path, scale=0.5):
+    """An XLabs-layout LoRA for the shapes world's transformer (its widths read from its config)."""
+    import json
+
+    from x2i_plugins.worlds.shapes import TEACHER_DIR
+
+    config = json.loads((TEACHER_DIR / "transformer" / "config.json").read_text())
+    width = config["num_attention_heads"] * config["attention_head_dim"]
+    g = torch.Generator().manual_seed(11)
+    tensors = {}
+    for key, out_dim in (("qkv_lora1", 3 * width), ("proj_lora1", width)):
+        tensors[f"double_blocks.0.processor.{key}.down.weight"] = torch.randn(RANK, width, generator=g) * scale
+        tensors[f"double_blocks.0.processor.{key}.up.weight"] = torch.randn(out_dim, RANK, generator=g) * scale
+    save_file(tensors, str(path))
+    return str(path)
+
+
+def _cli(args):
+    from click.testing import CliRunner
+
+    from x2i_cli.main import cli
+
+    return CliRunner().invoke(cli, ["generate", "a red circle", "--steps", "2", *args])
+
+
+def test_cli_lora_on_the_default_world(tmp_path, files):
+    import numpy as np
+    from PIL import Image
+
+    from x2i_core.generate import read_metadata
+
+    lora = _shapes_lora(tmp_path / "shapes-lora.safetensors")
+    outs = {name: tmp_path / f"{name}.png" for name in ("base", "lora")}
+    for name, extra in (("base", []), ("lora", ["--lora", f"{lora}:0.8", "--lora-fuse"])):
+        result = _cli(["-o", str(outs[name]), *extra])
+        assert result.exit_code == 0, result.output
+    pixels = {name: np.asarray(Image.open(path), dtype=int) for name, path in outs.items()}
+    assert np.abs(pixels["lora"] - pixels["base"]).max() > 8
+    assert read_metadata(outs["lora"])["adapters"] == f"lora:{lora}@0.8"
+    assert "adapters" not in read_metadata(outs["base"])
+    wrong = _cli(["-o", str(tmp_path / "wrong.png"), "--lora", files.kohya])  # made for the tiny test transformer
+    lines = wrong.stderr.strip().splitlines()
+    assert wrong.exit_code == 2 and lines[-1].startswith("Error: ") and "another architecture" in lines[-1]
+    assert len(lines) <= 2  # at most the default world's one-line notice before it
+
+
+def test_api_takes_adapters_by_choice(tmp_path):
+    from x2i_core.generate import X2IPipeline
+    from x2i_core.request import AdapterChoice
+
+    lora = _shapes_lora(tmp_path / "l.safetensors")
+    pipe = X2IPipeline.from_names("shapes-mllm", "shapes", "shapes", device="cpu",
+                                  adapters=[AdapterChoice.parse("lora", f"{lora}:0.25")])
+    image = pipe("a red circle", steps=2)[0]
+    assert image.info["adapters"] == f"lora:{lora}@0.25"
+    assert AdapterChoice.parse("lora", "C:\\loras\\a.safetensors").pretrained == "C:\\loras\\a.safetensors"
