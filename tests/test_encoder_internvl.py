@@ -275,3 +275,13 @@ def test_align_internvl_1b_runs_as_written_with_an_original_folder(folders, cach
     config = json.loads((out / "config.json").read_text())
     assert (config["num_layers"], config["hidden_size"]) == (LAYERS, HIDDEN)
     assert len((out / "train_log.csv").read_text().strip().splitlines()) == 3  # header + 2 steps
+
+
+def test_untied_lm_head_is_read_from_the_converted_checkpoint(tmp_path, cache):
+    """An original checkpoint with its own lm_head: converted, read from disk on first answer, and it answers."""
+    original = write_tiny_original_internvl(tmp_path / "untied", seed=1, tied=False)
+    encoder = InternVLEncoder.from_pretrained(original, device="cpu")
+    source = load_file(str(Path(original) / "model.safetensors"))["language_model.lm_head.weight"]
+    head = encoder._language_head().lm_head
+    assert torch.equal(head.weight, source) and head.weight is not encoder.model.get_input_embeddings().weight
+    assert encoder.reply(MultimodalPrompt.from_text("a red circle"), max_new_tokens=4).strip()

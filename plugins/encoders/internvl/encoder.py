@@ -73,6 +73,7 @@ class InternVLEncoder(MultimodalEncoder):
         self.tokens_per_tile = int((side // patch) * config.downsample_ratio) ** 2
         self.image_tag, self.video_tag = _template_tags(tokenizer, chat_template)
         self._generator = None
+        self._hub: dict = {}  # hub options (revision) for reading the lm_head later
 
     # -- loading -------------------------------------------------------------------------------
     @classmethod
@@ -296,7 +297,7 @@ class InternVLEncoder(MultimodalEncoder):
             generator.model = self.model
             embed = self.model.get_input_embeddings().weight
             weight = lm_head_weight(self.weights_folder, ("lm_head.weight", "language_model.lm_head.weight"),
-                                    getattr(self, "_hub", {}))
+                                    self._hub)
             head = torch.nn.Linear(embed.shape[1], embed.shape[0], bias=False, device=embed.device, dtype=embed.dtype)
             head.weight = embed if weight is None else torch.nn.Parameter(weight.to(embed), requires_grad=False)
             generator.lm_head = head.requires_grad_(False)

@@ -55,15 +55,18 @@ def build_tiny_tokenizer():
     return tokenizer
 
 
-def tiny_config(tokenizer):
-    """An InternVLConfig sized for CPU tests: a 2-layer Qwen2 (width 64) and a 2-layer InternViT (width 32)."""
+def tiny_config(tokenizer, tied: bool = True):
+    """An InternVLConfig sized for CPU tests: a 2-layer Qwen2 (width 64) and a 2-layer InternViT (width 32).
+
+    `tied`: the lm_head shares the embeddings (as InternVL2.5-1B's Qwen2.5-0.5B does). A tied random model
+    answers only blank lines (its last state is nearest its own input token); untied ones answer words."""
     from transformers import InternVLConfig
 
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in (PAD_TOKEN, *SPECIAL_TOKENS)}
     text = dict(
         model_type="qwen2", vocab_size=-(-len(tokenizer) // 64) * 64, hidden_size=64, intermediate_size=128,
         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        rms_norm_eps=1e-6, tie_word_embeddings=True,
+        rms_norm_eps=1e-6, tie_word_embeddings=tied,
         bos_token_id=ids[PAD_TOKEN], eos_token_id=ids["<|im_end|>"], pad_token_id=ids[PAD_TOKEN],
     )
     vision = dict(
@@ -72,7 +75,7 @@ def tiny_config(tokenizer):
         use_absolute_position_embeddings=True, use_mean_pooling=True,
     )
     return InternVLConfig(text_config=text, vision_config=vision, image_token_id=ids["<IMG_CONTEXT>"],
-                          image_seq_length=(TILE // 14 // 2) ** 2, downsample_ratio=0.5, tie_word_embeddings=True)
+                          image_seq_length=(TILE // 14 // 2) ** 2, downsample_ratio=0.5, tie_word_embeddings=tied)
 
 
 def _image_processor():
@@ -82,13 +85,13 @@ def _image_processor():
                                     max_patches=12, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
 
 
-def build_tiny_model(seed: int = 0):
+def build_tiny_model(seed: int = 0, tied: bool = True):
     """(model, tokenizer): a seeded tiny InternVLForConditionalGeneration and its tokenizer."""
     import torch
     from transformers import InternVLForConditionalGeneration
 
     tokenizer = build_tiny_tokenizer()
-    config = tiny_config(tokenizer)
+    config = tiny_config(tokenizer, tied)
     with torch.random.fork_rng(devices=[]):  # seeded weights without disturbing the caller's RNG
         torch.manual_seed(seed)
         model = InternVLForConditionalGeneration(config).eval()
@@ -99,25 +102,25 @@ def build_tiny_model(seed: int = 0):
     return model, tokenizer
 
 
-def write_tiny_internvl(path, seed: int = 0) -> str:
+def write_tiny_internvl(path, seed: int = 0, tied: bool = True) -> str:
     """Write a tiny random native InternVL folder (model, tokenizer, chat template, image processor)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = build_tiny_model(seed)
+    model, tokenizer = build_tiny_model(seed, tied)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     _image_processor().save_pretrained(path)
     return str(path)
 
 
-def write_tiny_original_internvl(path, seed: int = 0) -> str:
+def write_tiny_original_internvl(path, seed: int = 0, tied: bool = True) -> str:
     """Write the same tiny model in the original InternVL2.5 layout (internvl_chat), as OpenGVLab releases it."""
     import torch
     from safetensors.torch import save_file
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = build_tiny_model(seed)
+    model, tokenizer = build_tiny_model(seed, tied)
     config = model.config
     vision, text = config.vision_config, config.text_config
     state = {}
@@ -125,7 +128,9 @@ def write_tiny_original_internvl(path, seed: int = 0) -> str:
     for name, tensor in model.state_dict().items():
         tensor = tensor.contiguous().clone()
         if name.startswith("lm_head."):
-            continue  # tied to the embeddings, as in InternVL2.5-1B's Qwen2.5-0.5B
+            if not tied:
+                state["language_model.lm_head.weight"] = tensor
+            continue
         if name.startswith("model.language_model."):
             state["language_model.model." + name.removeprefix("model.language_model.")] = tensor
         elif name.startswith("model.multi_modal_projector."):
