@@ -329,3 +329,19 @@ def test_converted_reference_alignnet_gets_the_reference_template(folder, encode
                                   aligner=str(tmp_path / "align-ref"), device="cpu")
     assert pipe.encoder.template == "reference"
     assert pipe.encoder.encode(["a cat"]).hidden_states.shape[2] == 512
+
+
+def test_cli_aligns_on_text(folder, tmp_path):
+    """`x2i align --encoder minicpm`: text-only alignment runs through the same encode()."""
+    teacher_flux = write_tiny_flux(tmp_path / "flux-teacher", seed=0, with_teacher=True)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\na blue square on green grass\nzwei Katzen\n", encoding="utf-8")
+    out = tmp_path / "aligned"
+    result = CliRunner().invoke(cli, [
+        "align", "--encoder", "minicpm", "--encoder-path", folder, "--backbone", "flux", "--backbone-path", teacher_flux,
+        "--data", str(prompts), "-o", str(out), "--steps", "2", "--batch-size", "2", "--resolution", "16",
+        "--teacher-max-length", "24", "--device", "cpu",
+    ])
+    assert result.exit_code == 0, result.output
+    aligned = AlignNet.from_pretrained(str(out))
+    assert (aligned.config.num_layers, aligned.config.hidden_size) == (LAYERS, HIDDEN)
