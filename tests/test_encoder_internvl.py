@@ -285,3 +285,27 @@ def test_untied_lm_head_is_read_from_the_converted_checkpoint(tmp_path, cache):
     head = encoder._language_head().lm_head
     assert torch.equal(head.weight, source) and head.weight is not encoder.model.get_input_embeddings().weight
     assert encoder.reply(MultimodalPrompt.from_text("a red circle"), max_new_tokens=4).strip()
+
+
+def test_generate_cli_with_internvl_1b_images_video_and_reason(tmp_path, cache, media):
+    """`x2i generate --encoder internvl-1b --encoder-path ORIGINAL ...`: converts, encodes media, answers first."""
+    from x2i_cli.main import cli
+    from x2i_core.alignnet import AlignNet
+    from x2i_core.generate import read_metadata
+    from x2i_plugins.backbones.flux.tiny import POOLED_DIM, PROMPT_DIM, write_tiny_flux
+
+    original = write_tiny_original_internvl(tmp_path / "untied", seed=1, tied=False)
+    flux = write_tiny_flux(tmp_path / "flux", seed=0, with_teacher=False)
+    AlignNet(num_layers=LAYERS, hidden_size=HIDDEN, prompt_dim=PROMPT_DIM, pooled_dim=POOLED_DIM).save_pretrained(
+        tmp_path / "align")
+    models = ["--encoder", "internvl-1b", "--encoder-path", original, "--backbone", "flux", "--backbone-path", flux,
+              "--aligner", str(tmp_path / "align"), "--device", "cpu", "--width", "32", "--height", "32", "--steps", "1"]
+    out = tmp_path / "media.png"
+    res = CliRunner().invoke(cli, ["generate", *models, "--image", media["a"], "--video", media["video"], "a poster",
+                                   "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert read_metadata(out)["encoder"].startswith("internvl-1b")
+    out = tmp_path / "reasoned.png"
+    res = CliRunner().invoke(cli, ["generate", *models, "--reason", "--reason-tokens", "4", "a red circle", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert read_metadata(out)["answer"].strip()
