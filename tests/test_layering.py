@@ -51,11 +51,16 @@ def test_core_imports_no_plugin_and_no_cli():
 
 
 def test_plugins_use_only_the_public_api():
+    """Built-in plugins and the shapes world's lab (a plugin distribution of its own) import x2i_core's public
+    names only, no private name of another plugin, and never the CLI."""
     public = set(x2i_core.__all__)
     bad = []
-    for path in _python_files("plugins"):
-        module = _module_name(path, "plugins", "x2i_plugins")
-        own = ".".join(module.split(".")[:3])  # x2i_plugins.<family>.<plugin>
+    sources = [(p, "plugins", "x2i_plugins") for p in _python_files("plugins")]
+    sources += [(p, "shapes_lab/x2i_shapes_lab", "x2i_shapes_lab") for p in _python_files("shapes_lab/x2i_shapes_lab")]
+    assert any(package == "x2i_shapes_lab" for _, _, package in sources)
+    for path, folder, package in sources:
+        module = _module_name(path, folder, package)
+        own = ".".join(module.split(".")[:3]) if package == "x2i_plugins" else package  # x2i_plugins.<family>.<plugin>
         for target, names in _imports(path, module):
             if target.startswith("x2i_core"):
                 if target not in PUBLIC_MODULES:
@@ -65,6 +70,8 @@ def test_plugins_use_only_the_public_api():
             elif target.startswith("x2i_plugins.") and target.count(".") >= 2 and not target.startswith(own):
                 # another plugin: public names of its modules only
                 bad += [f"{path.relative_to(ROOT)} imports the private {target}.{n}" for n in names if n.startswith("_")]
+                if any(part.startswith("_") for part in target.split(".")):
+                    bad.append(f"{path.relative_to(ROOT)} imports the private module {target}")
             elif target.startswith("x2i_cli"):
                 bad.append(f"{path.relative_to(ROOT)} imports the CLI ({target})")
     assert not bad, bad

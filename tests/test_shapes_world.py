@@ -1,12 +1,26 @@
-"""The shapes world: determinism, held-out exclusion, the evaluator, the shipped models, the default world."""
+"""The shapes world: determinism, held-out exclusion, the evaluator, the shipped models, the default world, and
+the split between the installed world (presets + weights) and its lab (shapes_lab/, imported from the checkout)."""
+import json
+import os
 import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from x2i_plugins.worlds.shapes import ALIGNNET_DIR, MLLM_DIR, TEACHER_DIR
-from x2i_plugins.worlds.shapes.evaluate import score, summarise
-from x2i_plugins.worlds.shapes.world import HELD_OUT, caption, render_array, scenes
+ROOT = Path(__file__).resolve().parents[1]
+LAB = ROOT / "shapes_lab"
+if str(LAB) not in sys.path:  # the lab is a separate distribution, used from the checkout without installing it
+    sys.path.insert(0, str(LAB))
+
+from x2i_plugins.worlds.shapes import ALIGNNET_DIR, MLLM_DIR, TEACHER_DIR, WEIGHTS  # noqa: E402
+from x2i_shapes_lab import ABLATIONS_DIR, LOGS_DIR  # noqa: E402
+from x2i_shapes_lab.commands import shapes  # noqa: E402
+from x2i_shapes_lab.evaluate import score, summarise  # noqa: E402
+from x2i_shapes_lab.world import HELD_OUT, caption, render_array, scenes  # noqa: E402
 
 shipped = pytest.mark.skipif(
     not all((d / "config.json").is_file() or (d / "model_index.json").is_file() for d in (TEACHER_DIR, MLLM_DIR, ALIGNNET_DIR)),
@@ -22,7 +36,7 @@ def test_world_is_deterministic():
 
 
 def test_training_never_sees_held_out_pairs():
-    from x2i_plugins.worlds.shapes.train_mllm import make_batch
+    from x2i_shapes_lab.train_mllm import make_batch
 
     train = scenes(0, 3000, split="train")
     assert not any(s.is_held_out() for s in train)
@@ -40,7 +54,7 @@ def test_evaluator_reads_ground_truth():
         sc = scenes(11, 200, split=split)
         summary = summarise([score(render_array(s), s) for s in sc])
         assert summary["all"] >= 0.99 and summary["objects"] == 1.0, summary
-    from x2i_plugins.worlds.shapes.world import Scene, Shape
+    from x2i_shapes_lab.world import Scene, Shape
 
     two = Scene("white", (Shape("circle", "red", "large", "top left"), Shape("square", "blue", "small", "bottom right")))
     wrong_count = score(render_array(two), Scene("white", two.shapes[:1]))
@@ -51,8 +65,7 @@ def test_evaluator_reads_ground_truth():
 def test_shipped_folders_load_through_the_plugins():
     import torch
 
-    from x2i_core.generate import load_aligner
-    from x2i_core.plugins import load_component
+    from x2i_core import load_aligner, load_component
 
     backbone = load_component("backbone", "shapes", device="cpu", dtype=torch.float32)
     encoder = load_component("encoder", "shapes-mllm", device="cpu", dtype=torch.float32)
@@ -65,27 +78,57 @@ def test_shipped_folders_load_through_the_plugins():
     assert FluxPipeline.from_pretrained(str(TEACHER_DIR)).transformer is not None  # plain diffusers loads it too
 
 
+def run_x2i(args, cwd, env_extra=None):
+    """`x2i ARGS` through x2i_cli.main in a fresh process (the registry is built once per process)."""
+    code = "import sys; from x2i_cli.main import main; sys.exit(main(sys.argv[1:]))"
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, cwd=cwd)
+
+
 @shipped
 def test_generate_uses_the_shapes_world_by_default(tmp_path):
-    from click.testing import CliRunner
-
-    from x2i_cli.main import _add_plugin_commands, cli
-
-    _add_plugin_commands()
-    out = tmp_path / "x.png"
-    result = CliRunner().invoke(cli, ["generate", "a red circle", "--steps", "2", "-o", str(out)])
-    assert result.exit_code == 0, result.output
-    assert "shapes world" in result.output
+    # X2I_PLUGINS=x2i: only the x2i distribution's plugins, as on a fresh clone without the lab installed
+    result = run_x2i(["generate", "a red circle", "--steps", "2", "-o", "x.png"], tmp_path, {"X2I_PLUGINS": "x2i"})
+    assert result.returncode == 0, result.stderr
+    assert "Using the built-in shapes world" in result.stdout + result.stderr
     from PIL import Image
 
-    assert Image.open(out).size == (64, 64)
+    assert Image.open(tmp_path / "x.png").size == (64, 64)
+    commands = run_x2i(["--help"], tmp_path, {"X2I_PLUGINS": "x2i"}).stdout.split("Commands:")[1]
+    assert "generate" in commands and not any(line.split()[:1] == ["shapes"] for line in commands.splitlines())
+
+
+def test_installed_world_holds_presets_and_weights_only():
+    folder = WEIGHTS.parent
+    assert sorted(p.name for p in folder.rglob("*.py")) == ["__init__.py"]
+    assert {p.name for p in WEIGHTS.iterdir()} == {"teacher", "mllm", "alignnet"}
+    assert not any(p.name in ("ablations", "train_log.csv") for p in folder.rglob("*"))
+    # what left the package is in the lab's folders
+    assert len(list(ABLATIONS_DIR.glob("*/config.json"))) == 7 == len(list((LOGS_DIR / "ablations").glob("*/train_log.csv")))
+    assert (LOGS_DIR / "alignnet" / "train_log.csv").is_file()
+
+
+def test_lab_runs_as_a_module_and_as_an_installed_x2i_plugin(tmp_path):
+    help_ = subprocess.run([sys.executable, "-m", "x2i_shapes_lab", "--help"], capture_output=True, text=True, cwd=LAB)
+    assert help_.returncode == 0 and "train-teacher" in help_.stdout, help_.stderr
+    # a private install of a copy (the build writes beside its sources), so checkout and environment stay as they were
+    source, target = tmp_path / "src", tmp_path / "site"
+    shutil.copytree(LAB, source, ignore=shutil.ignore_patterns("weights", "logs", "__pycache__", "build", "*.egg-info"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+                    "--target", str(target), str(source)], check=True, capture_output=True)
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(target), os.environ.get("PYTHONPATH")])),
+           "X2I_PLUGINS": "x2i,x2i-shapes-lab"}  # the suite's conftest allows the built-ins only
+    result = run_x2i(["shapes", "eval", "--model", "truth", "--set", "heldout", "-n", "3"], tmp_path, env)
+    assert result.returncode == 0 and "all=100.0%" in result.stdout, result.stdout + result.stderr
+    listed = {p["name"]: p for p in json.loads(run_x2i(["plugins", "--json"], tmp_path, env).stdout)}
+    assert listed["shapes_lab"]["distribution"] == "x2i-shapes-lab" and listed["shapes_lab"]["status"] == "loaded"
 
 
 def test_token_alignment_pulls_other_views_onto_english_tokens():
     import torch
 
-    from x2i_plugins.worlds.shapes.mllm_tasks import Example
-    from x2i_plugins.worlds.shapes.train_mllm import token_alignment
+    from x2i_shapes_lab.mllm_tasks import Example
+    from x2i_shapes_lab.train_mllm import token_alignment
 
     views = [Example(None, "a", "t", "x", 0, "en"), Example(None, "b", "t", "x", 0, "de"),
              Example(None, "", "t", "x", 0, "image"), Example(None, "c", "t", "x", 1, "de")]  # group 1: no English
@@ -106,8 +149,8 @@ def test_token_alignment_pulls_other_views_onto_english_tokens():
 def test_image_transport_matches_token_sets_one_to_one():
     import torch
 
-    from x2i_plugins.worlds.shapes.mllm_tasks import Example
-    from x2i_plugins.worlds.shapes.train_mllm import image_transport, token_alignment, transport_plan, uniform_log_mass
+    from x2i_shapes_lab.mllm_tasks import Example
+    from x2i_shapes_lab.train_mllm import image_transport, token_alignment, transport_plan, uniform_log_mass
 
     torch.manual_seed(0)
     cost = torch.rand(3, 5, 4) * 3
@@ -139,8 +182,8 @@ def test_image_transport_matches_token_sets_one_to_one():
 
 
 def test_object_assignment_gives_each_cell_a_caption_word_from_the_scene():
-    from x2i_plugins.worlds.shapes.object_targets import caption_word_roles, cell_coverage, object_assignment
-    from x2i_plugins.worlds.shapes.world import Scene, Shape
+    from x2i_shapes_lab.object_targets import caption_word_roles, cell_coverage, object_assignment
+    from x2i_shapes_lab.world import Scene, Shape
 
     one = Scene("white", (Shape("circle", "red", "large", "top left"),))
     coverage = cell_coverage(one)
@@ -179,7 +222,7 @@ def test_object_assignment_gives_each_cell_a_caption_word_from_the_scene():
 def test_object_regression_is_zero_on_target_and_trains_the_image_side():
     import torch
 
-    from x2i_plugins.worlds.shapes.object_targets import object_regression
+    from x2i_shapes_lab.object_targets import object_regression
 
     torch.manual_seed(0)
     caption_states = torch.randn(2, 4, 8)  # (layers, tokens, hidden)
@@ -194,49 +237,39 @@ def test_object_regression_is_zero_on_target_and_trains_the_image_side():
 
 
 def test_to_fp16_halves_float32_weights_in_place(tmp_path):
-    import json
-
     import torch
     from click.testing import CliRunner
     from safetensors.torch import load_file, save_file
 
-    from x2i_cli.main import _add_plugin_commands, cli
-
-    _add_plugin_commands()  # `x2i shapes` comes from the world's plugin, as in the console script
     folder = tmp_path / "model" / "sub"
     folder.mkdir(parents=True)
     weight = torch.randn(4, 3)
     save_file({"w": weight, "steps": torch.arange(3)}, folder / "model.safetensors")
     (folder / "config.json").write_text(json.dumps({"dtype": "float32", "vision_config": {"dtype": "float32"}}))
-    result = CliRunner().invoke(cli, ["shapes", "to-fp16", str(tmp_path / "model")])
+    result = CliRunner().invoke(shapes, ["to-fp16", str(tmp_path / "model")])
     assert result.exit_code == 0 and "model.safetensors" in result.output, result.output
     loaded = load_file(folder / "model.safetensors")
     assert loaded["w"].dtype == torch.float16 and loaded["steps"].dtype == torch.int64
     assert torch.equal(loaded["w"], weight.half())
     assert json.loads((folder / "config.json").read_text()) == {"dtype": "float16", "vision_config": {"dtype": "float16"}}
-    again = CliRunner().invoke(cli, ["shapes", "to-fp16", str(tmp_path / "model")])
+    again = CliRunner().invoke(shapes, ["to-fp16", str(tmp_path / "model")])
     assert again.exit_code == 0 and again.output == ""  # nothing left to halve
-    assert CliRunner().invoke(cli, ["shapes", "to-fp16", str(tmp_path / "missing")]).exit_code != 0
+    assert CliRunner().invoke(shapes, ["to-fp16", str(tmp_path / "missing")]).exit_code != 0
 
 
 @shipped
 def test_shipped_weights_are_fp16():
     from safetensors import safe_open
 
-    from x2i_plugins.worlds.shapes import ALIGNNET_DIR
-
-    weights = ALIGNNET_DIR.parent
-    files = list(weights.rglob("*.safetensors"))
-    assert files
+    files = list(WEIGHTS.rglob("*.safetensors")) + list(ABLATIONS_DIR.rglob("*.safetensors"))
+    assert len(files) == 13  # teacher 4, MLLM 1, AlignNet 1, ablations 7
     for path in files:
         with safe_open(str(path), "pt") as f:
             assert {f.get_slice(k).get_dtype() for k in f.keys()} <= {"F16", "I64"}, path
 
 
 def test_train_mllm_continues_a_saved_model(tmp_path):
-    import json
-
-    from x2i_plugins.worlds.shapes.train_mllm import train
+    from x2i_shapes_lab.train_mllm import train
 
     train(str(tmp_path / "a"), steps=2, n_scenes=2, log=lambda *_: None)
     stats = train(str(tmp_path / "b"), steps=2, n_scenes=2, token_weight=1.0, init=str(tmp_path / "a"),
@@ -247,14 +280,9 @@ def test_train_mllm_continues_a_saved_model(tmp_path):
 
 
 def test_probe_command_reports_retrieval_and_image_token_words():
-    import json
-
     from click.testing import CliRunner
 
-    from x2i_cli.main import _add_plugin_commands, cli
-
-    _add_plugin_commands()
-    result = CliRunner().invoke(cli, ["shapes", "probe", "-n", "4"])
+    result = CliRunner().invoke(shapes, ["probe", "-n", "4"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.output[result.output.index("{"):])
     words = out["image_token_words"]
@@ -268,17 +296,15 @@ def test_probe_command_reports_retrieval_and_image_token_words():
 def test_eval_sets_image_seen_takes_the_seen_scenes_and_unknown_sets_are_refused():
     from click.testing import CliRunner
 
-    from x2i_cli.main import _add_plugin_commands, cli
-    from x2i_plugins.worlds.shapes.benchmark import prompts_and_targets
+    from x2i_shapes_lab.benchmark import prompts_and_targets
 
     prompts, targets, _ = prompts_and_targets("image-seen", 6)
     _, seen_targets, _ = prompts_and_targets("seen", 6)
     assert targets == seen_targets and not any(s.is_held_out() for s in targets)  # training pairs, as `seen`
     assert all(np.array_equal(np.asarray(p.images[0]), render_array(s)) for p, s in zip(prompts, targets))
-    _add_plugin_commands()
-    result = CliRunner().invoke(cli, ["shapes", "eval", "--model", "truth", "--set", "image-seen", "-n", "5"])
+    result = CliRunner().invoke(shapes, ["eval", "--model", "truth", "--set", "image-seen", "-n", "5"])
     assert result.exit_code == 0 and "image-seen" in result.output and "all=100.0%" in result.output, result.output
-    result = CliRunner().invoke(cli, ["shapes", "eval", "--model", "truth", "--set", "imagee", "-n", "5"])
+    result = CliRunner().invoke(shapes, ["eval", "--model", "truth", "--set", "imagee", "-n", "5"])
     assert result.exit_code == 2 and "imagee: the sets are" in result.output
 
 
@@ -288,9 +314,9 @@ def test_vision_shape_term_draws_no_palette_colour_and_trains_the_vision_tower()
     import numpy as np
     import torch
 
-    from x2i_plugins.worlds.shapes.train_mllm import build_image_processor, build_model, build_tokenizer, wrap
-    from x2i_plugins.worlds.shapes.vision_shapes import MIN_COLOUR_DISTANCE, off_palette_scene, vision_shape_loss
-    from x2i_plugins.worlds.shapes.world import BACKGROUNDS, COLOURS
+    from x2i_shapes_lab.train_mllm import build_image_processor, build_model, build_tokenizer, wrap
+    from x2i_shapes_lab.vision_shapes import MIN_COLOUR_DISTANCE, off_palette_scene, vision_shape_loss
+    from x2i_shapes_lab.world import BACKGROUNDS, COLOURS
 
     rng = random.Random(0)
     named = list(COLOURS.values()) + list(BACKGROUNDS.values())
@@ -316,9 +342,9 @@ def test_shape_readout_finds_shape_only_where_the_states_carry_it():
     import numpy as np
     import torch
 
-    from x2i_plugins.worlds.shapes.evaluate import find_shapes
-    from x2i_plugins.worlds.shapes.probe import shape_readout
-    from x2i_plugins.worlds.shapes.world import COLOURS, SHAPES
+    from x2i_shapes_lab.evaluate import find_shapes
+    from x2i_shapes_lab.probe import shape_readout
+    from x2i_shapes_lab.world import COLOURS, SHAPES
 
     class Fake:
         """States that hold one attribute of the drawn object, one-hot (read back from the pixels)."""

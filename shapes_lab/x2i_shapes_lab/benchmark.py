@@ -30,7 +30,7 @@ def eval_scenes(name: str, n: int) -> list[Scene]:
 
 def prompts_and_targets(name: str, n: int):
     """(prompts, target scenes, attributes to check) of a set; prompts are str or MultimodalPrompt."""
-    from x2i_core.prompt import MultimodalPrompt
+    from x2i_core import MultimodalPrompt
 
     sc = eval_scenes(name, n)
     if name in ("heldout", "seen"):
@@ -93,8 +93,7 @@ def run_set(backbone, cond_fn, name: str, n: int, steps: int = 20, seed: int = 0
 def load_world(aligner_dir: str | None = None, encoder_dir: str | None = None, backbone_dir: str | None = None,
                student: bool = True):
     """(backbone, encoder, aligner) of the shipped world (or given folders)."""
-    from x2i_core.generate import load_aligner
-    from x2i_core.plugins import load_component
+    from x2i_core import load_aligner, load_component
 
     backbone = load_component("backbone", "shapes", backbone_dir, device="cpu", dtype=torch.float32)
     if not student:

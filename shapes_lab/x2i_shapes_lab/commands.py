@@ -1,4 +1,5 @@
-"""`x2i shapes ...`: evaluate the world's models, train them, align, and write the report. Torch loads inside."""
+"""`x2i shapes ...` (or `python -m x2i_shapes_lab ...`): evaluate the world's models, train them, and write the
+report. Torch loads inside each command, so listing the commands stays fast."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ import click
 
 @click.group()
 def shapes():
-    """The built-in shapes world: evaluate, train (VAE, teacher, MLLM), align and report."""
+    """The lab of the built-in shapes world: evaluate, train (VAE, teacher, MLLM), probe and report."""
 
 
 @shapes.command("eval")
@@ -69,7 +70,7 @@ def probe_cmd(num, encoder_path):
     """Retrieval image<->English<->German from the shapes MLLM's hidden states on held-out scenes, which
     English words its image tokens are nearest to, and whether a linear read-out finds the shape in its image
     states apart from colour (per layer, on training pairs of unseen colours and on held-out pairs)."""
-    from x2i_core.plugins import load_component
+    from x2i_core import load_component
 
     from .probe import image_token_words, probe, shape_readout
 
@@ -190,7 +191,8 @@ def write_prompts_cmd(out, num, seed):
 @click.option("-n", "--num", default=400, show_default=True,
               help="Prompts per set. 100 leave 4-5 points of sampling noise on each figure, 400 about 2 "
                    "(29 min on one thread).")
-@click.option("--ablations", default=None, help="Folder holding the ablation AlignNets (last-mse, conv-mse, last-rkl).")
+@click.option("--ablations", default=None,
+              help="Folder holding the ablation AlignNets (conv-rkl, last-mse, ...; default: shapes_lab/weights/ablations).")
 def report_cmd(num, ablations):
     """Write docs/shapes_world.md and docs/shapes_grid.png from fresh measurements."""
     from .report import write_report

@@ -1,7 +1,7 @@
 """Sharpen the shapes VAE's decoder with its encoder frozen: the latent space (and so the teacher trained on
 it) is unchanged, only the decoding of those latents improves. Run while the teacher trains.
 
-python -m x2i_plugins.worlds.shapes.finetune_decoder --vae DIR --out DIR [--steps N]
+python -m x2i_shapes_lab.finetune_decoder --vae DIR --out DIR [--steps N]
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from x2i_core.prompt import MultimodalPrompt
+from x2i_core import MultimodalPrompt
 
 from .world import caption, render, scenes
 
@@ -57,9 +57,10 @@ def task_accuracy(folder: str, n: int = 30, split: str = "heldout") -> dict:
     """Exact-match accuracy of greedy answers on held-out scenes: captioning (EN, DE) and translation (both ways)."""
     from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
-    from x2i_core import expand_placeholders as _expand
+    from x2i_core import expand_placeholders
     from x2i_plugins.encoders.qwen25vl.encoder import IMAGE_TOKEN
 
+    from .encoder_inputs import image_patches
     from .train_mllm import build_image_processor, wrap
 
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder).eval()
@@ -81,9 +82,10 @@ def task_accuracy(folder: str, n: int = 30, split: str = "heldout") -> dict:
             first = enc.render(prompt)
             rows, grids, counts = [], [], []
             for im in prompt.images:
-                r, g = enc._image_patches(im)
+                r, g = image_patches(enc, im)
                 rows.append(r), grids.append(g), counts.append(int(g[0] * g[1] * g[2]) // 4)
-            text = _expand(first, IMAGE_TOKEN, counts) + f"<|im_start|>user\n{task}<|im_end|>\n<|im_start|>assistant\n"
+            text = (expand_placeholders(first, IMAGE_TOKEN, counts)
+                    + f"<|im_start|>user\n{task}<|im_end|>\n<|im_start|>assistant\n")
             ids = tok(text, return_tensors="pt", add_special_tokens=False)
             kw = {"input_ids": ids["input_ids"], "attention_mask": ids["attention_mask"],
                   "mm_token_type_ids": (ids["input_ids"] == enc.image_token_id).int()}

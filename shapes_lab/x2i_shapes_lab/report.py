@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from . import ALIGNNET_DIR, MLLM_DIR, TEACHER_DIR, WEIGHTS
+from . import ABLATIONS_DIR, DOCS_DIR, LOGS_DIR, shipped_folder
 from .benchmark import load_world, prompts_and_targets, run_set, student_fn, teacher_fn
 from .evaluate import format_summary, score, summarise
 from .world import HELD_OUT, render
 
-DOCS = Path(__file__).resolve().parents[3] / "docs"
-ABLATIONS = {  # folder under weights/ablations -> (fusion as the table names it, loss); all 1500 steps
+ABLATIONS = {  # folder under ABLATIONS_DIR -> (fusion as the table names it, loss); all 1500 steps
     "conv-rkl": ("conv 5x5 (paper)", "rkl"), "last-rkl": ("last layer", "rkl"),
     "conv-mse": ("conv 5x5 (paper)", "mse"), "last-mse": ("last layer", "mse"),
     "scale-rkl": ("scale", "rkl"),
@@ -65,7 +64,9 @@ def write_report(num: int = 400, ablations: str | None = None, log=print) -> Pat
 
     torch.set_num_threads(1)
     t0 = time.time()
-    ablations = Path(ablations) if ablations else WEIGHTS / "ablations"
+    ablations = Path(ablations) if ablations else ABLATIONS_DIR
+    teacher_dir, mllm_dir = shipped_folder("backbone", "shapes"), shipped_folder("encoder", "shapes-mllm")
+    alignnet_dir = shipped_folder("aligner", "shapes")
     backbone, encoder, aligner = load_world()
     steps = backbone.default_steps
     teach, stud = teacher_fn(backbone), student_fn(encoder, aligner)
@@ -94,10 +95,10 @@ def write_report(num: int = 400, ablations: str | None = None, log=print) -> Pat
     log(json.dumps(probed))
     from .probe import task_accuracy
 
-    tasks = {split: task_accuracy(str(MLLM_DIR), 20, split=split) for split in ("heldout", "train")}
+    tasks = {split: task_accuracy(str(mllm_dir), 20, split=split) for split in ("heldout", "train")}
     log(json.dumps(tasks))
     abl = {}
-    from x2i_core.generate import load_aligner
+    from x2i_core import load_aligner
 
     for folder, (fusion, loss) in ABLATIONS.items():
         path = ablations / folder
@@ -121,9 +122,9 @@ def write_report(num: int = 400, ablations: str | None = None, log=print) -> Pat
         rows.append([render(sc[i]), imgs[("teacher", "heldout")][i], imgs[("student", "heldout")][i],
                      imgs[("student", "german")][i], render(image_scenes[i]), imgs[("student", "image")][i],
                      render(edit_targets[i]), imgs[("student", "edit")][i]])
-    DOCS.mkdir(exist_ok=True)
+    DOCS_DIR.mkdir(exist_ok=True)
     _grid(rows, ["truth", "teacher", "stud EN", "stud DE", "input", "img->img", "edit tgt", "edit"],
-          DOCS / "shapes_grid.png")
+          DOCS_DIR / "shapes_grid.png")
 
     t_held, s_held = res[("teacher", "heldout")]["all"], res[("student", "heldout")]["all"]
     t_seen, s_seen = res[("teacher", "seen")]["all"], res[("student", "seen")]["all"]
@@ -161,10 +162,10 @@ def write_report(num: int = 400, ablations: str | None = None, log=print) -> Pat
     ratio = lambda a, b: a / b if b else float("nan")
     attrs = ("colour", "shape", "size", "position", "background")
     mean_attr = lambda r: float(np.mean([r[a] for a in attrs if a in r]))
-    stats = {k: _stats(d) for k, d in (("vae", TEACHER_DIR / "vae"), ("teacher", TEACHER_DIR), ("mllm", MLLM_DIR),
-                                        ("alignnet", ALIGNNET_DIR))}
+    stats = {k: _stats(d) for k, d in (("vae", teacher_dir / "vae"), ("teacher", teacher_dir), ("mllm", mllm_dir),
+                                        ("alignnet", alignnet_dir))}
 
-    log_csv = ALIGNNET_DIR / "train_log.csv"
+    log_csv = LOGS_DIR / "alignnet" / "train_log.csv"  # kept out of the installed weights folder
     if "cpu_s" not in stats["alignnet"] and log_csv.is_file():  # x2i align logs seconds per step, not CPU time
         import csv
 
@@ -282,12 +283,12 @@ def write_report(num: int = 400, ablations: str | None = None, log=print) -> Pat
         "input image, student image->image, edit target, student edit (\"make it <colour>\").",
         "",
     ]
-    out = DOCS / "shapes_world.md"
-    notes = DOCS / "shapes_world_notes.md"
+    out = DOCS_DIR / "shapes_world.md"
+    notes = DOCS_DIR / "shapes_world_notes.md"
     if notes.is_file():  # hand-written discussion (what was tried, gaps), appended verbatim
         md += [notes.read_text()]
     out.write_text("\n".join(md))
-    (DOCS / "shapes_world.json").write_text(json.dumps(
+    (DOCS_DIR / "shapes_world.json").write_text(json.dumps(
         {"results": {f"{a}/{b}": v for (a, b), v in res.items()}, "truth": truth, "vae_reconstruction": vae_rec, "probe": probed,
          "image_colour_shape": img_cs, "image_seen_colour_shape": img_seen_cs, "agreement": agree, "mllm_tasks": tasks, "ablations": {k: v[2] for k, v in abl.items()}}, indent=1))
     log(f"wrote {out}")

@@ -10,7 +10,7 @@ of the full English caption one to one + optionally an object-level term (`objec
 each image token's states onto the caption word its cell stands for. Held-out colour+shape pairs never
 appear, edits included.
 
-python -m x2i_plugins.worlds.shapes.train_mllm --out DIR [--steps N]
+python -m x2i_shapes_lab.train_mllm --out DIR [--steps N]
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .encoder_inputs import image_patches
 from .schedule import warmup_cosine
 from .object_targets import object_assignment, object_regression
 from .vision_shapes import vision_shape_loss
@@ -146,8 +147,7 @@ def make_batch(rng: random.Random, n_scenes: int, edit_prob: float = 0.4, n_word
 
 def encode_examples(enc, examples):
     """input_ids, attention mask, labels, first-turn mask, image tensors, for a list of Examples."""
-    from x2i_core.prompt import MultimodalPrompt
-    from x2i_core import expand_placeholders as _expand
+    from x2i_core import MultimodalPrompt, expand_placeholders
     from x2i_plugins.encoders.qwen25vl.encoder import IMAGE_TOKEN
 
     texts, rows, grids = [], [], []
@@ -156,11 +156,11 @@ def encode_examples(enc, examples):
         first = enc.render(prompt)
         counts = []
         if ex.image is not None:
-            r, g = enc._image_patches(render(ex.image))
+            r, g = image_patches(enc, render(ex.image))
             rows.append(r)
             grids.append(g)
             counts.append(math.prod(g) // 4)
-        first = _expand(first, IMAGE_TOKEN, counts)
+        first = expand_placeholders(first, IMAGE_TOKEN, counts)
         texts.append(first + f"<|im_start|>user\n{ex.task}<|im_end|>\n<|im_start|>assistant\n{ex.answer}<|im_end|>")
     tok = enc.tokenizer
     batch = tok(texts, padding=True, return_tensors="pt", add_special_tokens=False)

@@ -2,7 +2,7 @@
 jointly, with the flow-matching loss on English captions (training split only), then save a diffusers
 FluxPipeline folder (transformer/, vae/, scheduler/, text_encoder/, tokenizer/, text_encoder_2/, tokenizer_2/).
 
-python -m x2i_plugins.worlds.shapes.train_teacher --vae DIR --out DIR [--steps N]
+python -m x2i_shapes_lab.train_teacher --vae DIR --out DIR [--steps N]
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Train the shapes world's small AutoencoderKL (64x64 RGB -> 16 x 16 x 16 latents, as many channels as FLUX's VAE) from scratch.
 
-python -m x2i_plugins.worlds.shapes.train_vae --out DIR [--steps N]
+python -m x2i_shapes_lab.train_vae --out DIR [--steps N]
 """
 from __future__ import annotations
 

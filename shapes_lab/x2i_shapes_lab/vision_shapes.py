@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
+from .encoder_inputs import image_patches
 from .world import BACKGROUNDS, COLOURS, CORNERS, POSITIONS, SHAPES, SIZE, SIZES, Shape, shape_polygon
 
 MIN_COLOUR_DISTANCE = 80.0  # RGB distance from every palette and background colour
@@ -54,7 +55,7 @@ def off_palette_scene(rng: random.Random, two_prob: float = 0.3) -> tuple[Image.
 def vision_shape_loss(model, enc, head: torch.nn.Linear, rng: random.Random, n: int) -> torch.Tensor:
     """Multi-label cross-entropy of `head` on the mean merged vision tokens of n off-palette scenes."""
     images, labels = zip(*(off_palette_scene(rng) for _ in range(n)))
-    patches = [enc._image_patches(im) for im in images]
+    patches = [image_patches(enc, im) for im in images]
     pixel_values = torch.from_numpy(np.concatenate([p for p, _ in patches]))
     grid = torch.tensor([g for _, g in patches], dtype=torch.long)
     merged = model.model.visual(pixel_values, grid_thw=grid).pooler_output  # (tokens of all images, hidden)

@@ -3,7 +3,9 @@
 Registers, without importing torch: the backbone preset `shapes` (a FLUX.1-architecture teacher trained
 from scratch, loaded by the flux plugin's FluxBackbone), the encoder preset `shapes-mllm` (a small
 Qwen2.5-VL, loaded by the qwen2.5-vl plugin's Qwen25VLEncoder), the aligner `shapes` fitting both, and
-the `x2i shapes` command group (eval, train-*, align, report).
+the world itself. Only inference presets and their weights live here: the world's research code (scene
+generator, training, evaluation, probes, report, the `x2i shapes` commands), its ablation AlignNets and training
+logs are the separate distribution x2i-shapes-lab in the repo's shapes_lab/ folder.
 """
 from pathlib import Path
 
@@ -43,7 +45,7 @@ def register_encoders(register):
 def register_aligners(register):
     """The AlignNet aligned (English text only) between shapes-mllm and the shapes backbone."""
     register(AlignerSpec(
-        "shapes", summary="shapes world AlignNet (all layers + conv, RKL), aligned with `x2i align`",
+        "shapes", summary="shapes world AlignNet (scale fusion + 1 context layer, RKL), aligned with `x2i align`",
         pretrained=str(ALIGNNET_DIR), fits={"encoder": "shapes-mllm", "backbone": "shapes"},
     ))
 
@@ -57,10 +59,3 @@ def register_worlds(register):
         message="Using the built-in shapes world (64x64 miniature; pass --encoder/--backbone for real models).",
     ))
 
-
-@hookimpl
-def register_commands(cli):
-    """`x2i shapes ...`: evaluate, train the world's models, align, write the report."""
-    from .commands import shapes  # click only; torch loads inside each command
-
-    cli.add_command(shapes, "shapes")
