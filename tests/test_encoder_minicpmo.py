@@ -300,7 +300,7 @@ def test_key_mapping_refuses_missing_mismatched_and_unknown_weights(folder, tmp_
 # -- end to end: x2i generate --encoder minicpm --backbone shuttle --audio ---------------------------
 @pytest.fixture(scope="module")
 def flux(tmp_path_factory):
-    return write_tiny_flux(tmp_path_factory.mktemp("flux") / "flux", seed=0, with_teacher=False)
+    return write_tiny_flux(tmp_path_factory.mktemp("flux") / "flux", seed=0, with_teacher=True)  # align needs T5 + CLIP
 
 
 def test_cli_generates_from_audio(folder, encoder, flux, media, tmp_path):
@@ -331,14 +331,13 @@ def test_converted_reference_alignnet_gets_the_reference_template(folder, encode
     assert pipe.encoder.encode(["a cat"]).hidden_states.shape[2] == 512
 
 
-def test_cli_aligns_on_text(folder, tmp_path):
+def test_cli_aligns_on_text(folder, flux, tmp_path):
     """`x2i align --encoder minicpm`: text-only alignment runs through the same encode()."""
-    teacher_flux = write_tiny_flux(tmp_path / "flux-teacher", seed=0, with_teacher=True)
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red circle\na blue square on green grass\nzwei Katzen\n", encoding="utf-8")
     out = tmp_path / "aligned"
     result = CliRunner().invoke(cli, [
-        "align", "--encoder", "minicpm", "--encoder-path", folder, "--backbone", "flux", "--backbone-path", teacher_flux,
+        "align", "--encoder", "minicpm", "--encoder-path", folder, "--backbone", "flux", "--backbone-path", flux,
         "--data", str(prompts), "-o", str(out), "--steps", "2", "--batch-size", "2", "--resolution", "16",
         "--teacher-max-length", "24", "--device", "cpu",
     ])
