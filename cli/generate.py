@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from x2i_cli.adapter_inputs import adapter_inputs, adapter_options, check_against_backbone
 from x2i_cli.dit_inputs import dit_inputs, dit_options
 from x2i_core.errors import X2IError
 from x2i_core.memory import MEMORY_LEVELS
@@ -85,6 +86,7 @@ def _pick_models(encoder, backbone, aligner, encoder_path, backbone_path):
 @click.option("--video-sound", is_flag=True, help="Read each video's own sound track too (encoders that hear, "
               "e.g. qwen2.5-omni); a video without one is an error.")
 @dit_options
+@adapter_options
 def generate(text, encoder, encoder_path, backbone, backbone_path, aligner, images, videos, audios, steps, guidance,
              true_cfg, negative_prompt, seed, width, height, num_images, output, offload, memory, device, dtype, trust_remote_code,
              prompt_file=None, reason=False, reason_tokens=128, reason_with_prompt=False, video_sound=False, **dit):
@@ -95,12 +97,16 @@ def generate(text, encoder, encoder_path, backbone, backbone_path, aligner, imag
     from x2i_core.generate import check_media_files, output_paths
     from x2i_core.prompt_files import cli_prompt
 
+    guides, control_media = adapter_inputs(dit)  # ControlNets, IP-Adapter (their images checked now)
+    images = (*images, *control_media)  # --control-to-encoder: the MLLM reads the control images too
     prompt = cli_prompt(text, images, videos, audios, prompt_file)  # inline <image:...> references keep their place
     if prompt.is_empty():
         raise X2IError("the prompt is empty: give TEXT and/or --image, --video, --audio")
     check_media_files(prompt)  # before loading gigabytes
     output_paths(output, num_images, seed)  # a bad -o fails now, not after sampling
     adapters, dit_fields = dit_inputs(dit)  # LoRAs, init image, strength, mask, outpaint
+    adapters = [*adapters, *guides]
+    check_against_backbone(guides, backbone_path)  # a local ControlNet of other widths: refused before loading
     encoder, backbone, aligner, encoder_path, backbone_path, world = _pick_models(
         encoder, backbone, aligner, encoder_path, backbone_path)
     if world is not None:

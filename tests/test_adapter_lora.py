@@ -232,3 +232,22 @@ def test_api_takes_adapters_by_choice(tmp_path):
     image = pipe("a red circle", steps=2)[0]
     assert image.info["adapters"] == f"lora:{lora}@0.25"
     assert AdapterChoice.parse("lora", "C:\\loras\\a.safetensors").pretrained == "C:\\loras\\a.safetensors"
+
+
+@pytest.mark.parametrize("level", ["low", "lowest"])
+def test_lora_on_fp8_and_offloaded_memory_levels(files, level):
+    """LoRAs come after the memory level (X2IPipeline applies them to a loaded backbone): fp8 storage and group
+    offload must not quantise the LoRA or break the call."""
+    backbone = FluxBackbone.from_pretrained(files.flux, device="cpu", memory=level)
+    base = _sample(backbone)
+    lora = LoraAdapter.from_pretrained(files.kohya, fuse=True)
+    lora.apply(backbone)
+    try:
+        lora_dtypes = {p.dtype for n, p in backbone.transformer.named_parameters() if "lora_" in n}
+        base_dtypes = {p.dtype for n, p in backbone.transformer.named_parameters() if n.endswith("to_q.base_layer.weight")}
+        assert lora_dtypes == {torch.float32} and base_dtypes == {torch.float8_e4m3fn}
+        assert (_sample(backbone) - base).abs().max() > 1e-3
+        assert any("--lora-fuse skipped" in note for note in backbone.notes)
+    finally:
+        lora.remove(backbone)
+    assert torch.equal(_sample(backbone), base)

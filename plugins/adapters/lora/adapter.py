@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import torch
 from diffusers import FluxPipeline
 
 from x2i_core import Adapter, CheckpointError, IncompatibleError, InputError, first_line
@@ -107,17 +108,30 @@ class LoraAdapter(Adapter):
         return cls(state_dict, alphas, metadata, source=str(pretrained), scale=scale, fuse=fuse)
 
     def apply(self, backbone) -> None:
-        """Check the shapes, add the adapter, weight every LoRA on the transformer, fuse if asked."""
+        """Check the shapes, add the adapter, weight every LoRA on the transformer, fuse if asked.
+
+        Works on a backbone already set to a memory level: diffusers takes model/group offload hooks off and puts
+        them back around the load (`_pipeline`), and fp8-stored layers are lifted to the compute dtype while peft
+        builds the LoRA layers (peft gives them the base weight's dtype), so the LoRA itself stays unquantised."""
         transformer = backbone.transformer
         check_fits(self.state_dict, transformer, self.source)
         taken = set(getattr(transformer, "peft_config", {}) or {})
         self.adapter_name = next(f"x2i_lora_{i}" for i in range(len(taken) + 1) if f"x2i_lora_{i}" not in taken)
-        FluxPipeline.load_lora_into_transformer(
-            dict(self.state_dict), network_alphas=self.network_alphas, transformer=transformer,
-            adapter_name=self.adapter_name, metadata=self.metadata)
+        stored = _lift_fp8(self.state_dict, transformer, backbone.dtype)
+        try:
+            FluxPipeline.load_lora_into_transformer(
+                dict(self.state_dict), network_alphas=self.network_alphas, transformer=transformer,
+                adapter_name=self.adapter_name, metadata=self.metadata, _pipeline=backbone.pipe)
+        finally:
+            for param, dtype in stored.items():  # fp8 -> compute -> fp8 is exact
+                param.data = param.data.to(dtype)
         weights = _weights(transformer)
         weights[self.adapter_name] = self.scale
         transformer.set_adapters(list(weights), list(weights.values()))
+        if self.fuse and stored:
+            self.fuse = False
+            backbone.notes.append("--lora-fuse skipped: the transformer is stored in fp8 at this memory level, "
+                                  "so the LoRA runs unfused")
         if self.fuse:
             transformer.fuse_lora(adapter_names=[self.adapter_name])
         transformer.requires_grad_(False)
@@ -135,6 +149,19 @@ class LoraAdapter(Adapter):
         if weights:
             transformer.set_adapters(list(weights), list(weights.values()))
         self.adapter_name = None
+
+
+def _lift_fp8(state_dict: dict, transformer, dtype) -> dict:
+    """Cast the fp8 parameters of the LoRA's target modules to `dtype`; returns {parameter: its fp8 dtype}."""
+    fp8 = {torch.float8_e4m3fn, torch.float8_e5m2}
+    modules = dict(transformer.named_modules())
+    stored = {}
+    for name in {found[0] for found in map(_target, state_dict) if found}:
+        for param in modules[name].parameters(recurse=False):
+            if param.dtype in fp8:
+                stored[param] = param.dtype
+                param.data = param.data.to(dtype)
+    return stored
 
 
 def _weights(transformer) -> dict[str, float]:
