@@ -83,16 +83,17 @@ class MiniCPMOEncoder(MultimodalEncoder):
             tokenizer = Qwen2TokenizerFast.from_pretrained(str(folder))
         except Exception as exc:
             raise CheckpointError(f"cannot load the MiniCPM-o tokenizer from {pretrained}: {first_line(exc)}") from exc
-        with init_empty_weights():  # parameters on the meta device: the checkpoint fills them, no random init pass
-            model = MiniCPMOModel(parts)
-        load_weights(model, folder, dtype, device)
-        model.to(device)  # the buffers built with the modules (rotary frequencies)
         chat_template = tokenizer.chat_template
         if isinstance(chat_template, dict):
             chat_template = chat_template.get("default")
         if not chat_template:
             raise CheckpointError(f"{pretrained} has no chat template (tokenizer_config.json chat_template)")
+        _special_ids(tokenizer)  # a tokenizer that splits a placeholder marker fails before gigabytes load
         extractor = WhisperFeatureExtractor(**settings.audio)
+        with init_empty_weights():  # parameters on the meta device: the checkpoint fills them, no random init pass
+            model = MiniCPMOModel(parts)
+        load_weights(model, folder, dtype, device)
+        model.to(device)  # the buffers built with the modules (rotary frequencies)
         return cls(model, tokenizer, settings, chat_template, extractor, pretrained=pretrained,
                    max_slice_nums=max_slice_nums, video_fps=video_fps, max_frames=max_frames, template=template,
                    reference_length=reference_length)
