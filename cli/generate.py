@@ -18,6 +18,8 @@ Examples:
   x2i generate --encoder qwen2.5-vl-7b --backbone flux --backbone-path ./my-flux ...
 \b
 Media come first (images, videos, audio clips, in the order given), then the text.
+Inline references keep their place in TEXT: "a cat like <image:dog.png> in the style of <image:art.jpg>"
+(<video:FILE>, <audio:FILE> too); --prompt-file reads a chat-message JSON dialogue (docs/encoders.md).
 Image i is seeded with SEED + i, so any single image can be reproduced with --num-images 1.
 The prompt, seed, steps, guidance, size and model names are stored in each PNG's text chunks.
 """
