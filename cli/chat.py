@@ -43,8 +43,9 @@ Examples:
 @click.option("--height", type=click.IntRange(min=1), help="Image height in pixels (default: the backbone's).")
 @click.option("--device", metavar="DEVICE", help="cuda, cuda:1, cpu ... (default: cuda if available).")
 @click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), help="Weights dtype (default: bf16 on GPU, fp32 on CPU).")
+@click.option("--video-sound", is_flag=True, help="Read attached videos' own sound tracks too (e.g. qwen2.5-omni).")
 def chat(encoder, encoder_path, backbone, backbone_path, aligner, output, answer_tokens, seed, steps, guidance,
-         true_cfg, width, height, device, dtype):
+         true_cfg, width, height, device, dtype, video_sound):
     """Talk with the multimodal encoder; every answer also becomes an image, conditioned on the dialogue so far.
 
     Reads one message per line from the terminal or a pipe; /help lists the commands."""
@@ -67,7 +68,8 @@ def chat(encoder, encoder_path, backbone, backbone_path, aligner, output, answer
 
     quiet_libraries()
     pipe = X2IPipeline.from_names(encoder, backbone, aligner, encoder_path=encoder_path, backbone_path=backbone_path,
-                                  device=device, dtype=dtype)
+                                  device=device, dtype=dtype,
+                                  encoder_options={"use_audio_in_video": True} if video_sound else None)
     options = {k: v for k, v in (("steps", steps), ("guidance", guidance), ("true_cfg", true_cfg), ("width", width),
                                  ("height", height)) if v is not None}
     session = ChatSession(pipe, seed=seed, answer_tokens=answer_tokens, **options)

@@ -85,6 +85,8 @@ def test_cli_chat_scripted(world, tmp_path):
         f"/audio {world.tone}",
         "the same, with these",
         "/again",
+        f"/video {world.sound_video}",
+        "and this clip with its sound",
         "/image /no/such/file.png",
         "/bogus",
         f"/save {tmp_path / 'saved'}",
@@ -92,12 +94,13 @@ def test_cli_chat_scripted(world, tmp_path):
         "never read",
     ]) + "\n"
     out = tmp_path / "session"
-    result = CliRunner().invoke(cli, ["chat", *model_args(world), *SIZE_ARGS, "--answer-tokens", "5", "-o", str(out)],
-                                input=script)
+    result = CliRunner().invoke(cli, ["chat", *model_args(world), *SIZE_ARGS, "--answer-tokens", "5", "--video-sound",
+                                      "-o", str(out)], input=script)
     assert result.exit_code == 0, result.output
     answers = [line[len("answer: "):] for line in result.stdout.splitlines() if line.startswith("answer: ")]
     images = [line[len("image: "):] for line in result.stdout.splitlines() if line.startswith("image: ")]
-    assert len(answers) == 3 and images == [str(out / "turn-1.png"), str(out / "turn-2.png"), str(out / "turn-2-1.png")]
+    assert len(answers) == 4 and images == [str(out / f"turn-{n}.png") for n in ("1", "2", "2-1", "3")]
+    assert read_metadata(out / "turn-3.png")["prompt"].endswith("[user] <video:sound.mp4> and this clip with its sound")
     assert read_metadata(out / "turn-2.png")["prompt"].endswith("[user] <image:a.png> <audio:tone.wav> the same, with these")
     assert read_metadata(out / "turn-2.png")["answer"] == answers[1] == answers[2]
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
