@@ -163,3 +163,9 @@ def test_cli_takes_controlnets_and_refuses_before_loading(files, tmp_path_factor
                         (["--controlnet", files["other"], "--control-image", files["edges"]], "joint_attention_dim 48")):
         bad = CliRunner().invoke(cli, [*args, *extra])
         assert bad.exit_code == 2 and line in bad.output and "Traceback" not in bad.output, bad.output
+
+
+def test_works_on_memory_levels(files):
+    backbone = load_component("backbone", "flux", files["flux"], device="cpu", memory="lowest")
+    adapter = _adapter(backbone, files["cn"], image=files["edges"])
+    assert not torch.equal(_sample(backbone, [adapter], cfg=True), _sample(backbone, cfg=True))

@@ -136,3 +136,12 @@ def test_cli_takes_an_ip_adapter_and_refuses_before_loading(files, tmp_path_fact
                         (["--ip-adapter", ip, "--ip-image", str(root / "nope.png")], "not found")):
         bad = CliRunner().invoke(cli, [*args, *extra])
         assert bad.exit_code == 2 and line in bad.output and "Traceback" not in bad.output, bad.output
+
+
+@pytest.mark.parametrize("level", ["low", "lowest"])
+def test_works_on_memory_levels(files, level):
+    backbone = load_component("backbone", "flux", files["flux"], device="cpu", memory=level)
+    none = _sample(backbone)
+    adapter = _ip(files, image=files["cat"])
+    adapter.apply(backbone)
+    assert not torch.equal(_sample(backbone, [adapter], cfg=True), none)

@@ -153,6 +153,12 @@ class IPAdapter(Adapter):
         check_fits(self.shapes, transformer, self.embed_dim, self.source)
         if getattr(transformer, "encoder_hid_proj", None) is not None:
             raise InputError("only one IP-Adapter at a time: this backbone already has one")
+        # on a backbone already set to a memory level: take the offload hooks off around the load and put them back,
+        # as diffusers' own LoRA loader does, so the new projections join the offloaded blocks
+        from diffusers.hooks.group_offloading import _maybe_remove_and_reapply_group_offloading
+        from diffusers.loaders.lora_base import _func_optionally_disable_offloading
+
+        model_offload, _, group_offload = _func_optionally_disable_offloading(backbone.pipe)
         try:
             backbone.pipe.load_ip_adapter(self.folder, weight_name=self.weight_name,
                                           image_encoder_pretrained_model_name_or_path=self.image_encoder,
@@ -160,6 +166,11 @@ class IPAdapter(Adapter):
         except Exception as exc:
             raise CheckpointError(f"cannot load the IP-Adapter {self.source}: {type(exc).__name__}: "
                                   f"{first_line(exc)}") from exc
+        finally:
+            if model_offload:
+                backbone.pipe.enable_model_cpu_offload(device=backbone.execution_device)
+            elif group_offload:
+                _maybe_remove_and_reapply_group_offloading(transformer)
         backbone.pipe.image_encoder.to(backbone.execution_device).requires_grad_(False)
         transformer.requires_grad_(False)
         self.backbone = backbone
