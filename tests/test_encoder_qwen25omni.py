@@ -265,3 +265,23 @@ def test_bad_checkpoints(tmp_path, omni_dir):
     with pytest.raises(CheckpointError) as err:
         Qwen25OmniEncoder.from_pretrained(str(broken))
     assert "\n" not in str(err.value)
+
+
+def test_video_and_its_sound_share_time_positions(sound_encoder, media):
+    """TMRoPE through the thinker's own position code: inside the video block, frames and sound come in 2 s
+    chunks, and a token's temporal position is its time (25 per second) from the block's start."""
+    inputs = sound_encoder.prepare([MultimodalPrompt.build("a clip", videos=[media.sound_video])])
+    ids = inputs["input_ids"]
+    positions, _ = sound_encoder.model.model.get_rope_index(
+        ids, None, inputs["video_grid_thw"], inputs["attention_mask"], True,
+        inputs["feature_attention_mask"].sum(-1), inputs["video_second_per_grid"])
+    token = {t: sound_encoder.tokenizer.convert_tokens_to_ids(t) for t in ("<|VIDEO|>", "<|AUDIO|>", "<|audio_bos|>")}
+    row, temporal = ids[0].tolist(), positions[0, 0].tolist()
+    start = row.index(token["<|audio_bos|>"]) + 1
+    block = [(tok, t - temporal[start]) for tok, t in zip(row[start:], temporal[start:])
+             if tok in (token["<|VIDEO|>"], token["<|AUDIO|>"])]
+    audio_times = [t for tok, t in block if tok == token["<|AUDIO|>"]]
+    assert audio_times == list(range(len(audio_times)))  # one position per 40 ms of sound
+    assert sorted({t for tok, t in block if tok == token["<|VIDEO|>"]}) == [0, 50]  # 2 temporal patches, 2 s apart
+    chunks = [t // 50 for _, t in block]
+    assert chunks == sorted(chunks)  # frames and sound of the same 2 s chunk sit together, in time order
