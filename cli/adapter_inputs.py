@@ -1,4 +1,5 @@
-"""`x2i generate` options for the ControlNet and IP-Adapter adapters, checked before any model loads. No torch at import.
+"""`x2i generate` options for the ControlNet and IP-Adapter adapters (and --transformer-file), checked before any
+model loads. No torch at import.
 
     --controlnet DIR_OR_ID --control-image FILE [--control-mode M] [--control-scale S]   (repeat the group)
     --control-to-encoder                       the control images go to the MLLM too (the X2I paper's "w/i")
@@ -32,6 +33,9 @@ OPTIONS = [
     click.option("--ip-scale", type=float, default=1.0, show_default=True, help="IP-Adapter strength."),
     click.option("--ip-image-encoder", metavar="DIR_OR_ID",
                  help="Its CLIP ViT-L/14 image encoder (default openai/clip-vit-large-patch14)."),
+    click.option("--transformer-file", metavar="FILE.safetensors",
+                 help="A FLUX transformer fine-tune as one .safetensors file, used on the VAE and scheduler of "
+                      "--backbone/--backbone-path (diffusers or original BFL key layout)."),
 ]
 
 
@@ -114,6 +118,16 @@ def adapter_inputs(values: dict) -> tuple[list, list[str]]:
         choices.append(AdapterChoice("ip-adapter", ip, float(values.get("ip_scale", 1.0)), options))
     to_encoder = [c.options["image"] for c in choices if c.name == "controlnet"] if values.get("control_to_encoder") else []
     return choices, to_encoder
+
+
+def backbone_options(values: dict) -> dict:
+    """Options for the backbone's from_pretrained (`transformer_file`), the file checked now."""
+    path = values.get("transformer_file")
+    if not path:
+        return {}
+    if Path(path).suffix.lower() != ".safetensors":
+        raise InputError(f"--transformer-file must be a .safetensors file (never a pickle), got {Path(path).name}")
+    return {"transformer_file": _image(path, "--transformer-file")}
 
 
 def check_against_backbone(choices: list, backbone_folder: str | None) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from x2i_cli.adapter_inputs import adapter_inputs, adapter_options, check_against_backbone
+from x2i_cli.adapter_inputs import adapter_inputs, adapter_options, backbone_options, check_against_backbone
 from x2i_cli.dit_inputs import dit_inputs, dit_options
 from x2i_core.errors import X2IError
 from x2i_core.memory import MEMORY_LEVELS
@@ -109,6 +109,7 @@ def generate(text, encoder, encoder_path, backbone, backbone_path, aligner, imag
     adapters, dit_fields = dit_inputs(dit)  # LoRAs, init image, strength, mask, outpaint
     adapters = [*adapters, *guides]
     check_against_backbone(guides, backbone_path)  # a local ControlNet of other widths: refused before loading
+    bb_options = backbone_options(dit)  # --transformer-file
     encoder, backbone, aligner, encoder_path, backbone_path, world = _pick_models(
         encoder, backbone, aligner, encoder_path, backbone_path)
     if world is not None:
@@ -132,6 +133,7 @@ def generate(text, encoder, encoder_path, backbone, backbone_path, aligner, imag
             encoder, backbone, aligner, encoder_path=encoder_path, backbone_path=backbone_path,
             device=device, dtype=dtype, offload=offload, memory=memory, trust_remote_code=trust_remote_code,
             on_load=on_load, adapters=adapters, encoder_options={"use_audio_in_video": True} if video_sound else None,
+            backbone_options=bb_options,
         )
         progress.remove_task(loading)
         for note in pipe.backbone.notes:

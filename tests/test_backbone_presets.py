@@ -176,3 +176,25 @@ def test_turbo_loads_its_lora_with_the_backbone(folders, tmp_path):
     assert not torch.equal(_latents(turbo), _latents(base))
     with pytest.raises(CheckpointError, match="not found"):
         load_component("backbone", "flux-turbo", folders["base"], device="cpu", lora=str(tmp_path / "nowhere"))
+
+
+def test_cli_transformer_file_and_the_flex_note(folders, tmp_path_factory):
+    from click.testing import CliRunner
+
+    from _adapter_world import generate_args, write_encoder_and_aligner
+    from x2i_cli.main import cli
+    from x2i_core.generate import X2IPipeline
+
+    root = tmp_path_factory.mktemp("presets-cli")
+    qwen, align = write_encoder_and_aligner(root)  # its AlignNet records backbone "flux"
+    torch.manual_seed(7)
+    file = root / "my_finetune.safetensors"
+    save_file(tiny_transformer().state_dict(), str(file))
+    args = generate_args(qwen, folders["base"], align, root / "out.png")
+    ok = CliRunner().invoke(cli, [*args, "--transformer-file", str(file)])
+    assert ok.exit_code == 0, ok.output
+    bad = CliRunner().invoke(cli, [*args, "--transformer-file", str(root / "model.ckpt")])
+    assert bad.exit_code == 2 and "must be a .safetensors file" in bad.output
+    pipe = X2IPipeline.from_names("qwen2.5-vl", "flex", align, encoder_path=qwen, backbone_path=folders["flex"],
+                                  device="cpu")
+    assert any("flex has its own block layout" in note and "aligned on flux" in note for note in pipe.backbone.notes)

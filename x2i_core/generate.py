@@ -113,6 +113,7 @@ class X2IPipeline:
         adapters: Sequence = (),
         memory: str | None = None,
         encoder_options: dict[str, Any] | None = None,
+        backbone_options: dict[str, Any] | None = None,
     ) -> "X2IPipeline":
         """Load registered components by name (or folder); the aligner is checked against both before use.
 
@@ -121,6 +122,7 @@ class X2IPipeline:
         name, or a tuple (name, checkpoint[, scale[, options]]); read before the backbone loads, applied in order.
         `memory`: high|balanced|low|lowest (x2i_core.memory; `offload=True` is balanced).
         `encoder_options`: what only some encoders take (use_audio_in_video=True: read videos' sound tracks).
+        `backbone_options`: what only some backbones take (FLUX: transformer_file="finetune.safetensors").
         """
         level = resolve_memory_level(memory, offload)  # a bad level fails before anything loads
         device, dtype = resolve_device(device, dtype)
@@ -153,7 +155,7 @@ class X2IPipeline:
         say("backbone")
         memory_kw = {"memory": level} if memory is not None else {}  # backbones without levels take offload alone
         bb = load_component("backbone", backbone, backbone_path, device=device, dtype=dtype, offload=offload,
-                            **memory_kw)
+                            **memory_kw, **(backbone_options or {}))
         _note_own_alignment(bb, backbone, align.made_for.get("backbone"))
         label = lambda name, path: f"{name} ({path})" if path else name  # noqa: E731
         names = {"encoder": label(encoder, encoder_path), "backbone": label(backbone, backbone_path),
