@@ -1,5 +1,6 @@
 """The Guide protocol of the one Flux loop: what a per-step guide adds reaches every transformer call (both true-CFG
 branches), after_step sees every step, several guides combine, and an adapter's guide arrives through X2IPipeline."""
+import numpy as np
 import pytest
 import torch
 
@@ -130,3 +131,30 @@ def test_an_adapter_guide_arrives_through_the_pipeline():
     assert plain.tobytes() != shifted.tobytes() and shifted.info["adapters"] == "shift@1"
     with pytest.raises(InputError, match="unknown generation option"):
         pipe("a red circle", steps=1, shift=0.3)
+
+
+def test_lora_inpaint_guide_and_true_cfg_in_one_loop(backbone, tmp_path):
+    """Everything at once: a LoRA on the weights, a guide's residuals, an inpaint request and true CFG."""
+    from test_adapter_inpaint import _image, _init_latents, _mask
+    from test_adapter_lora import _kohya_lora
+
+    from x2i_core import GenerationRequest
+    from x2i_plugins.adapters.lora.adapter import LoraAdapter
+    from x2i_plugins.backbones.flux.sampling import pack
+
+    request = GenerationRequest(init_image=_image(4, (W, H)), mask=_mask((W, H)))
+    kw = dict(height=H, width=W, num_inference_steps=3, guidance_scale=3.5, negative=_cond(9), true_cfg_scale=3.0,
+              request=request, guides=[Residuals(0.5)])
+    run = lambda: backbone.denoise(_cond(), generator=[torch.Generator().manual_seed(3)], **kw)  # noqa: E731
+    without = run()
+    lora = LoraAdapter.from_pretrained(_kohya_lora(tmp_path / "k.safetensors", 2))
+    lora.apply(backbone)
+    try:
+        with_lora = run()
+    finally:
+        lora.remove(backbone)
+    kept_pixels = torch.from_numpy(np.asarray(request.mask) < 128)[None, None, ::2, ::2]  # latent cells kept
+    keep = pack(kept_pixels.float().repeat(1, 4, 1, 1))[0] > 0.5
+    init = _init_latents(backbone, request.init_image, H, W, 3)[0]
+    assert torch.equal(with_lora[0][keep], init[keep]) and torch.equal(without[0][keep], init[keep])
+    assert (with_lora[0][~keep] - without[0][~keep]).abs().max() > 1e-3
