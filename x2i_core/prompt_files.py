@@ -134,14 +134,3 @@ def cli_prompt(text: str | None, images=(), videos=(), audios=(), prompt_file: s
         return load_prompt_file(prompt_file)
     media = MultimodalPrompt.build(None, images=images, videos=videos, audios=audios).parts
     return MultimodalPrompt((*media, *parse_inline(text or "")))
-
-
-def cli_prompt(text: str | None, images=(), videos=(), audios=(), prompt_file: str | None = None) -> MultimodalPrompt:
-    """The prompt of `x2i generate`: a --prompt-file alone, or the media options first (in the order given) and
-    then TEXT, whose inline <image:...>/<video:...>/<audio:...> references keep their place."""
-    if prompt_file is not None:
-        if text or images or videos or audios:
-            raise InputError("give either --prompt-file or TEXT and --image/--video/--audio, not both")
-        return load_prompt_file(prompt_file)
-    media = MultimodalPrompt.build(None, images=images, videos=videos, audios=audios).parts
-    return MultimodalPrompt((*media, *parse_inline(text or "")))
