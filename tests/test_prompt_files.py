@@ -98,3 +98,15 @@ def test_as_prompt_takes_every_form(tmp_path):
                           {"role": "user", "content": [{"type": "text", "text": "draw it"}]}])
     assert dialogue.history == (Turn.text("user", "hi"), Turn.text("assistant", "hello"))
     assert prompt_from_messages([{"role": "user", "content": "<audio:a.wav>"}], base=tmp_path).parts[0].value == str(tmp_path / "a.wav")
+
+
+def test_cli_prompt_order(tmp_path):
+    from x2i_core.prompt_files import cli_prompt
+
+    prompt = cli_prompt("like <image:b.png> but blue", images=["a.png"], audios=["s.wav"])
+    assert [(p.modality, p.value) for p in prompt.parts] == [
+        ("image", "a.png"), ("audio", "s.wav"), ("text", "like"), ("image", "b.png"), ("text", "but blue")]
+    (tmp_path / "p.json").write_text(json.dumps([{"role": "user", "content": "x"}]))
+    assert cli_prompt(None, prompt_file=str(tmp_path / "p.json")).parts == (PromptPart("text", "x"),)
+    with pytest.raises(InputError, match="either --prompt-file"):
+        cli_prompt("text", prompt_file=str(tmp_path / "p.json"))
