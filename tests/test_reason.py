@@ -115,3 +115,16 @@ def test_cli_bad_inputs(world, tmp_path, extra, match):
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("Error: ") and match in lines[-1], result.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+def test_reason_with_another_encoder_that_answers(pipe, world, tmp_path):
+    """--reason is the pipeline's, not one encoder's: the tiny Qwen2.5-VL (same shapes, the same AlignNet) too."""
+    from x2i_core.generate import X2IPipeline
+    from x2i_core.plugins import load_component
+    from x2i_plugins.encoders.qwen25vl.tiny import write_tiny_qwen25vl
+
+    qwen = load_component("encoder", "qwen2.5-vl", write_tiny_qwen25vl(tmp_path / "qwen"), device="cpu")
+    other = X2IPipeline(qwen, pipe.aligner, pipe.backbone)
+    prompt = MultimodalPrompt.build("what is this", images=[world.image])
+    image = other(prompt, seed=1, reason=True, reason_tokens=4, **SIZE)[0]
+    assert image.info["answer"] == qwen.reply(prompt, max_new_tokens=4)
