@@ -36,6 +36,9 @@ OPTIONS = [
     click.option("--transformer-file", metavar="FILE.safetensors",
                  help="A FLUX transformer fine-tune as one .safetensors file, used on the VAE and scheduler of "
                       "--backbone/--backbone-path (diffusers or original BFL key layout)."),
+    click.option("--quantize", type=click.Choice(["int8", "nf4"]),
+                 help="Quantise the transformer with bitsandbytes as it loads (CUDA; the `quant` extra; with "
+                      "--memory high or balanced)."),
 ]
 
 
@@ -121,13 +124,14 @@ def adapter_inputs(values: dict) -> tuple[list, list[str]]:
 
 
 def backbone_options(values: dict) -> dict:
-    """Options for the backbone's from_pretrained (`transformer_file`), the file checked now."""
+    """Options for the backbone's from_pretrained (`transformer_file`, `quantize`), the file checked now."""
+    options = {"quantize": values["quantize"]} if values.get("quantize") else {}
     path = values.get("transformer_file")
     if not path:
-        return {}
+        return options
     if Path(path).suffix.lower() != ".safetensors":
         raise InputError(f"--transformer-file must be a .safetensors file (never a pickle), got {Path(path).name}")
-    return {"transformer_file": _image(path, "--transformer-file")}
+    return {**options, "transformer_file": _image(path, "--transformer-file")}
 
 
 def check_against_backbone(choices: list, backbone_folder: str | None) -> None:

@@ -135,3 +135,15 @@ def test_benchmark_tiny_scale_runs_on_cpu(capsys):
     for level in (*MEMORY_LEVELS, "T5+CLIP"):
         assert f"| {level} |" in out
     assert "16x16, 1 steps" in out and "x2i (high) / T5+CLIP end to end" in out
+
+
+def test_quantize_refusals_are_one_line(folders):
+    """bitsandbytes needs CUDA: on this CPU machine only the refusals run (the quantised path is GPU-only)."""
+    for kwargs, line in (({"quantize": "int4"}, "unknown quantisation"),
+                         ({"quantize": "nf4"}, "needs a CUDA GPU")):
+        with pytest.raises(InputError, match=line):
+            FluxBackbone.from_pretrained(folders["flux"], device="cpu", **kwargs)
+    from x2i_plugins.backbones.flux.memory import quantization_config
+
+    with pytest.raises(InputError, match="use it with --memory high or balanced"):
+        quantization_config("int8", "low", torch.device("cuda"), torch.bfloat16)

@@ -25,7 +25,7 @@ from x2i_core import (AttentionPoint, CheckpointError, Conditioning, DiTBackbone
                       resolve_memory_level)
 
 from . import engine, sampling
-from .memory import apply_memory_level, is_offloaded
+from .memory import apply_memory_level, is_offloaded, quantization_config
 from .transformer_file import check_transformer_file, load_transformer_file
 
 COMPONENTS = {"transformer": FluxTransformer2DModel, "vae": AutoencoderKL, "scheduler": FlowMatchEulerDiscreteScheduler}
@@ -57,10 +57,13 @@ def _check_folder(folder: Path) -> None:
     )
 
 
-def load_components(pretrained: str, dtype: torch.dtype, *, transformer_file: str | None = None) -> dict[str, Any]:
+def load_components(pretrained: str, dtype: torch.dtype, *, transformer_file: str | None = None,
+                    quantization=None) -> dict[str, Any]:
     """Load transformer, VAE and scheduler from a diffusers folder or hub id; CheckpointError on failure.
 
-    With `transformer_file`, the transformer comes from that .safetensors file on the folder's architecture."""
+    With `transformer_file`, the transformer comes from that .safetensors file on the folder's architecture;
+    `quantization` (a diffusers BitsAndBytesConfig) quantises the transformer as it loads."""
+    quantized = {} if quantization is None else {"quantization_config": quantization}
     folder = Path(pretrained).expanduser()
     if folder.is_dir():
         _check_folder(folder)
@@ -71,13 +74,15 @@ def load_components(pretrained: str, dtype: torch.dtype, *, transformer_file: st
         source = pretrained  # a hub id
     loaded = {}
     if transformer_file is not None:
-        loaded["transformer"] = load_transformer_file(transformer_file, source, dtype)
+        loaded["transformer"] = load_transformer_file(transformer_file, source, dtype, **quantized)
     for sub, cls in COMPONENTS.items():
         if sub in loaded:
             continue
         try:
             if sub == "scheduler":
                 loaded[sub] = cls.from_pretrained(source, subfolder=sub)
+            elif sub == "transformer":
+                loaded[sub] = cls.from_pretrained(source, subfolder=sub, torch_dtype=dtype, **quantized)
             else:
                 loaded[sub] = cls.from_pretrained(source, subfolder=sub, torch_dtype=dtype)
         except Exception as exc:  # corrupt safetensors, hub offline, wrong config ...
@@ -180,24 +185,26 @@ class FluxBackbone(DiTBackbone):
         lora_scale: float = 1.0,
         lora_weight_name: str | None = None,
         own_alignment: bool = False,
+        quantize: str | None = None,
         **options,
     ) -> "FluxBackbone":
         """Load transformer/, vae/ and scheduler/ from a diffusers Flux folder or hub id (never the text encoders).
 
         `memory`: high|balanced|low|lowest (memory.py). `transformer_file`: a .safetensors fine-tune loaded in place
         of the folder's transformer. `lora`: a LoRA loaded through the `lora` adapter plugin (flux-turbo's Turbo-Alpha),
-        `lora_weight_name` its file inside a folder or hub repository.
+        `lora_weight_name` its file inside a folder or hub repository. `quantize`: int8|nf4 (bitsandbytes, CUDA).
         """
         if options:
             raise InputError(f"unknown Flux backbone option(s): {', '.join(sorted(options))}")
         device, dtype = resolve_device(device, dtype)
-        resolve_memory_level(memory, offload)  # a bad level fails before gigabytes load
+        level = resolve_memory_level(memory, offload)  # a bad level fails before gigabytes load
+        quantization = quantization_config(quantize, level, device, dtype)
         if transformer_file is not None:
             check_transformer_file(transformer_file)
         adapters = []
         if lora:  # loaded (a small file) before the backbone's gigabytes, so a bad LoRA fails first
             adapters.append(load_component("adapter", "lora", _lora_file(lora, lora_weight_name), scale=lora_scale))
-        parts = load_components(str(pretrained), dtype, transformer_file=transformer_file)
+        parts = load_components(str(pretrained), dtype, transformer_file=transformer_file, quantization=quantization)
         pipe = FluxPipeline(
             scheduler=parts["scheduler"], vae=parts["vae"], transformer=parts["transformer"],
             text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None,

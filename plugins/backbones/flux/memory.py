@@ -76,6 +76,31 @@ def apply_memory_level(pipe: FluxPipeline, level: str, device: torch.device, com
     return notes
 
 
+#: --quantize choices: bitsandbytes int8 (LLM.int8) or 4-bit NF4 weights for the transformer (the `quant` extra)
+QUANTIZE = ("int8", "nf4")
+
+
+def quantization_config(quantize: str | None, level: str, device: torch.device, compute_dtype: torch.dtype):
+    """diffusers' BitsAndBytesConfig for the transformer, or None; InputError for what cannot work (one line)."""
+    if quantize is None:
+        return None
+    if quantize not in QUANTIZE:
+        raise InputError(f"unknown quantisation {quantize!r}; use one of {', '.join(QUANTIZE)}")
+    if torch.device(device).type != "cuda":
+        raise InputError("--quantize needs a CUDA GPU (bitsandbytes kernels); on CPU use --memory low (fp8 storage)")
+    if recipe_for(level).fp8_transformer or recipe_for(level).placement == "group_offload":
+        raise InputError(f"--quantize replaces the fp8 storage of --memory {level}: use it with --memory high or balanced")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise InputError("--quantize needs bitsandbytes: pip install 'x2i[quant]'") from None
+    from diffusers import BitsAndBytesConfig
+
+    if quantize == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype)
+
+
 def is_offloaded(level: str) -> bool:
     """True when the transformer's weights do not stay on the accelerator (decode must not trust vae.device)."""
     return recipe_for(level).placement != "resident"

@@ -24,12 +24,13 @@ def check_transformer_file(path: str) -> Path:
     return file
 
 
-def load_transformer_file(path: str, base: str, dtype: torch.dtype) -> FluxTransformer2DModel:
-    """The transformer in `path`, built with the architecture of `base`'s transformer (folder or hub id)."""
+def load_transformer_file(path: str, base: str, dtype: torch.dtype, **kwargs) -> FluxTransformer2DModel:
+    """The transformer in `path`, built with the architecture of `base`'s transformer (folder or hub id);
+    `kwargs` go to from_single_file (a quantization_config)."""
     file = check_transformer_file(path)
     try:
         return FluxTransformer2DModel.from_single_file(str(file), config=str(base), subfolder="transformer",
-                                                       torch_dtype=dtype)
+                                                       torch_dtype=dtype, **kwargs)
     except Exception as exc:  # wrong architecture, truncated file, unknown key layout ...
         raise CheckpointError(
             f"cannot load the transformer file {file.name} on the architecture of {base}: "
