@@ -198,3 +198,32 @@ def test_cli_transformer_file_and_the_flex_note(folders, tmp_path_factory):
     pipe = X2IPipeline.from_names("qwen2.5-vl", "flex", align, encoder_path=qwen, backbone_path=folders["flex"],
                                   device="cpu")
     assert any("flex has its own block layout" in note and "aligned on flux" in note for note in pipe.backbone.notes)
+
+
+def test_cli_fill_and_kontext(folders, images, tmp_path_factory):
+    from click.testing import CliRunner
+
+    from _adapter_world import generate_args, write_encoder_and_aligner
+    from x2i_cli.main import cli
+    from x2i_core.generate import read_metadata
+
+    root = tmp_path_factory.mktemp("variants-cli")
+    qwen, align = write_encoder_and_aligner(root)
+    for preset, folder, extra in (("flux-fill", folders["fill"], ["--init-image", images["red"], "--mask", images["mask"]]),
+                                  ("flux-kontext", folders["base"], ["--init-image", images["big"]])):
+        out = root / f"{preset}.png"
+        args = generate_args(qwen, folder, align, out)
+        args[args.index("flux")] = preset
+        size = args.index("--width")
+        del args[size:size + 4]  # the size comes from the init image
+        result = CliRunner().invoke(cli, [*args, *extra])
+        assert result.exit_code == 0, result.output
+        meta = read_metadata(out)
+        assert meta["backbone"].startswith(preset) and "init_image" in meta
+    from PIL import Image
+
+    assert Image.open(root / "flux-kontext.png").size == (64, 48)  # the init image's size, not ~1024²
+    args = generate_args(qwen, folders["fill"], align, root / "bad.png")
+    args[args.index("flux")] = "flux-fill"
+    bad = CliRunner().invoke(cli, args)
+    assert bad.exit_code == 2 and "--init-image with --mask or --outpaint" in bad.output
