@@ -49,7 +49,8 @@ def _pick_models(encoder, backbone, aligner, encoder_path, backbone_path):
               help="Multimodal encoder: a registered name (see `x2i plugins`) or a model folder.")
 @click.option("--encoder-path", metavar="DIR|HUB_ID", help="Checkpoint for the encoder, overriding the name's default.")
 @click.option("--backbone", metavar="NAME|DIR",
-              help="Image backbone: flux-dev, flux-schnell, shuttle-3-diffusion, flux (+ --backbone-path) or a folder.")
+              help="Image backbone: flux-dev, flux-schnell, shuttle, shuttle-3.1-aesthetic, flux-turbo, flex, flux-fill, "
+                   "flux-kontext, flux (+ --backbone-path) or a folder; `x2i plugins` lists them.")
 @click.option("--backbone-path", metavar="DIR|HUB_ID", help="Checkpoint for the backbone, overriding the name's default.")
 @click.option("--aligner", metavar="NAME|DIR|HUB_ID",
               help="AlignNet trained for this encoder and backbone (default: the registered one that fits).")

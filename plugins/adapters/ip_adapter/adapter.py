@@ -171,7 +171,9 @@ class IPAdapter(Adapter):
                 backbone.pipe.enable_model_cpu_offload(device=backbone.execution_device)
             elif group_offload:
                 _maybe_remove_and_reapply_group_offloading(transformer)
-        backbone.pipe.image_encoder.to(backbone.execution_device).requires_grad_(False)
+        encoder = backbone.pipe.image_encoder.requires_grad_(False)
+        if not model_offload:  # with model offload its hook brings it to the accelerator when it runs
+            encoder.to(backbone.execution_device)
         transformer.requires_grad_(False)
         self.backbone = backbone
 
