@@ -105,7 +105,7 @@ class MiniCPMOModel(nn.Module):
 
     def __init__(self, parts):
         """`parts`: checkpoint.MiniCPMOParts (the sub-configs read from the checkpoint's config.json)."""
-        from transformers import Idefics2VisionConfig, Qwen2ForCausalLM, WhisperConfig  # noqa: F401
+        from transformers import Qwen2ForCausalLM
         from transformers.models.idefics2.modeling_idefics2 import Idefics2VisionTransformer
         from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
