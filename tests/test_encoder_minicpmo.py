@@ -326,6 +326,12 @@ def test_cli_generates_from_audio(folder, encoder, flux, media, tmp_path):
         assert image.size == (32, 32)
     meta = read_metadata(out)
     assert meta["prompt"] == "<audio:tone.wav>" and meta["encoder"] == f"minicpm ({folder})"
+    # --reason: the MLLM answers the audio prompt first (greedy) and the answer conditions the image
+    reasoned = tmp_path / "reasoned.png"
+    result = CliRunner().invoke(cli, [*args[:-2], "--reason", "--reason-tokens", "4", "-o", str(reasoned), "what is this"])
+    assert result.exit_code == 0, result.output
+    expected = encoder.reply(MultimodalPrompt.build("what is this", audios=[media.wav]), max_new_tokens=4)
+    assert read_metadata(reasoned)["answer"] == expected
 
 
 def test_converted_reference_alignnet_gets_the_reference_template(folder, encoder, flux, tmp_path):
