@@ -358,3 +358,23 @@ def test_cli_aligns_on_text(folder, flux, tmp_path):
     assert result.exit_code == 0, result.output
     aligned = AlignNet.from_pretrained(str(out))
     assert (aligned.config.num_layers, aligned.config.hidden_size) == (LAYERS, HIDDEN)
+
+
+def test_cli_chat_with_audio_turns(folder, encoder, flux, media, tmp_path):
+    """A scripted `x2i chat` through minicpm: an audio turn, then a follow-up conditioned on the dialogue."""
+    torch.manual_seed(0)
+    AlignNet(num_layers=encoder.num_layers, hidden_size=encoder.hidden_size, prompt_dim=PROMPT_DIM, pooled_dim=POOLED_DIM,
+             encoder="minicpm").save_pretrained(tmp_path / "align")
+    script = f"/audio {media.wav}\nwhat is this\nmake it blue\n/quit\n"
+    out = tmp_path / "session"
+    result = CliRunner().invoke(cli, [
+        "chat", "--encoder", "minicpm", "--encoder-path", folder, "--backbone", "flux", "--backbone-path", flux,
+        "--aligner", str(tmp_path / "align"), "--device", "cpu", "--width", "32", "--height", "32", "--steps", "1",
+        "--answer-tokens", "3", "-o", str(out)], input=script)
+    assert result.exit_code == 0, result.output
+    answers = [line[len("answer: "):] for line in result.stdout.splitlines() if line.startswith("answer: ")]
+    first = MultimodalPrompt.build("what is this", audios=[media.wav])
+    assert answers[0] == encoder.reply(first, max_new_tokens=3)
+    second = first.followed_by(answers[0], [PromptPart("text", "make it blue")])
+    assert answers[1] == encoder.reply(second, max_new_tokens=3)
+    assert read_metadata(out / "turn-2.png")["prompt"].endswith("[user] make it blue")
