@@ -5,7 +5,7 @@
 remote-code `auto_map` too, which x2i never follows), model.safetensors with the released key names
 (`llm.`, `vpm.`, `resampler.`, `apm.`, `audio_projection_layer.`), a Qwen2 tokenizer with MiniCPM-o's special
 tokens and its chat template in tokenizer_config.json, and preprocessor_config.json (image slicing and Whisper
-feature settings in one file). Built offline in about a second.
+feature settings in one file). Built offline, in seconds on CPU.
 """
 from __future__ import annotations
 
