@@ -9,7 +9,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from x2i_core import GenerationRequest
-from x2i_core.errors import CheckpointError, InputError
+from x2i_core.errors import CheckpointError, IncompatibleError, InputError
 from x2i_core.interfaces import Conditioning
 from x2i_core.plugins import get_registry, load_component
 from x2i_plugins.backbones.flux.tiny import POOLED_DIM, PROMPT_DIM, flux_scheduler, tiny_transformer, tiny_vae, write_tiny_flux
@@ -133,6 +133,10 @@ def test_fill_uses_the_masked_image(folders, images):
     assert torch.isfinite(outpaint).all()
     with pytest.raises(InputError, match="--init-image with --mask or --outpaint"):
         _latents(backbone, GenerationRequest())
+    with pytest.raises(IncompatibleError, match="loads with --backbone flux-fill"):
+        load_component("backbone", "flux", folders["fill"], device="cpu")
+    with pytest.raises(IncompatibleError, match="needs a FLUX.1 Fill transformer"):
+        load_component("backbone", "flux-fill", folders["base"], device="cpu")
 
 
 def test_kontext_puts_the_source_image_in_the_sequence_at_the_asked_size(folders, images):

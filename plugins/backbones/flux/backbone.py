@@ -20,7 +20,8 @@ from typing import Any, Callable, Sequence
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 
-from x2i_core import (AttentionPoint, CheckpointError, Conditioning, DiTBackbone, GenerationRequest, Guide, InputError,
+from x2i_core import (AttentionPoint, CheckpointError, Conditioning, DiTBackbone, GenerationRequest, Guide,
+                      IncompatibleError, InputError,
                       TeacherConditioner, first_line, folder_model_type, load_component, resolve_device,
                       resolve_memory_level)
 
@@ -162,6 +163,7 @@ class FluxBackbone(DiTBackbone):
         pipe.transformer.requires_grad_(False).eval()
         pipe.vae.requires_grad_(False).eval()
         pipe.set_progress_bar_config(disable=True)
+        self.check_layout()
         for adapter in weight_adapters:  # a preset's own LoRA (flux-turbo), before any fp8 cast or offload
             adapter.apply(self)
         self.notes += apply_memory_level(pipe, self.memory, device, dtype)
@@ -215,6 +217,15 @@ class FluxBackbone(DiTBackbone):
             max_sequence_length=max_sequence_length, default_size=default_size, default_true_cfg=default_true_cfg,
             memory=memory, weight_adapters=adapters, own_alignment=own_alignment,
         )
+
+    def check_layout(self) -> None:
+        """IncompatibleError unless the transformer takes exactly the packed image latents (a Fill or Control
+        transformer takes more channels: variants.py)."""
+        latent, taken = 4 * int(self.vae.config.latent_channels), int(self.transformer.config.in_channels)
+        if taken != latent:
+            raise IncompatibleError(
+                f"this transformer takes {taken} input channels, not the {latent} of the image latents: a FLUX.1 Fill "
+                f"checkpoint loads with --backbone flux-fill (FLUX.1 Control checkpoints are not supported)")
 
     # -- shapes ------------------------------------------------------------------------------
     @property

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import torch
 
-from x2i_core import Guide, InputError
+from x2i_core import Guide, IncompatibleError, InputError
 
 from .backbone import FluxBackbone
 from .canvas import init_tensors
@@ -76,6 +76,14 @@ class KontextGuide(Guide):
 
 class FluxFillBackbone(FluxBackbone):
     """FLUX.1 Fill: inpaint/outpaint with the Fill transformer (masked image + mask as extra input channels)."""
+
+    def check_layout(self) -> None:
+        """IncompatibleError unless in_channels = latents + masked-image latents + the folded mask (384 for FLUX)."""
+        latent, taken = 4 * int(self.vae.config.latent_channels), int(self.transformer.config.in_channels)
+        fill = 2 * latent + 4 * self.vae_scale_factor**2
+        if taken != fill:
+            raise IncompatibleError(f"flux-fill needs a FLUX.1 Fill transformer ({fill} input channels), this one takes "
+                                    f"{taken}: load it with another preset or --backbone flux")
 
     def check_request(self, request) -> None:
         """InputError unless the request has an init image and a mask or outpaint margins."""
