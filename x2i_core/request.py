@@ -91,10 +91,6 @@ class GenerationRequest:
         """Image i is seeded with seed + i."""
         return [self.seed + i for i in range(self.num_images)]
 
-    @property
-    def uses_init_image(self) -> bool:
-        return self.init_image is not None
-
     def effective_strength(self) -> float:
         """The strength to run: the given one, else 1 with a mask or outpainting, else 0.8."""
         if self.strength is not None:
