@@ -160,6 +160,12 @@ def test_other_architecture_is_one_line_and_changes_nothing(backbone, files):
                "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": torch.zeros(320, 4)}, str(sd_unet))
     with pytest.raises(IncompatibleError):
         LoraAdapter.from_pretrained(str(sd_unet))
+    real_flux = files.root / "real-flux-kohya.safetensors"  # single_blocks linear1 split at FLUX.1's real widths
+    save_file({"lora_unet_single_blocks_0_linear1.lora_down.weight": torch.zeros(RANK, WIDTH),
+               "lora_unet_single_blocks_0_linear1.lora_up.weight": torch.zeros(3 * WIDTH + MLP, RANK)}, str(real_flux))
+    with pytest.raises(IncompatibleError, match="another architecture or size") as info:
+        LoraAdapter.from_pretrained(str(real_flux))
+    assert "\n" not in str(info.value)
 
 
 def test_bad_files_are_one_line(files):

@@ -100,8 +100,10 @@ class LoraAdapter(Adapter):
             state_dict, alphas, metadata = FluxPipeline.lora_state_dict(
                 where, weight_name=weight_name, use_safetensors=True, return_alphas=True, return_lora_metadata=True)
         except Exception as exc:  # unreadable file, a layout the converters reject, real-FLUX widths in a converter
-            raise IncompatibleError(f"cannot read the LoRA {pretrained} as a FLUX LoRA: "
-                                    f"{type(exc).__name__}: {first_line(exc)}") from exc
+            why = first_line(exc)
+            why = type(exc).__name__ if why == type(exc).__name__ else f"{type(exc).__name__}: {why}"
+            raise IncompatibleError(f"cannot read the LoRA {pretrained} as a LoRA for this FLUX transformer "
+                                    f"(made for another architecture or size? diffusers' reader says {why})") from exc
         if not any(_target(k) for k in state_dict):
             raise IncompatibleError(f"the LoRA {pretrained} has no FLUX transformer weights (keys like "
                                     f"{next(iter(state_dict), '?')}): it was made for another architecture")
