@@ -178,6 +178,10 @@ def test_turbo_loads_its_lora_with_the_backbone(folders, tmp_path):
     assert list(turbo.transformer.peft_config) == ["x2i_lora_0"]
     base = load_component("backbone", "flux-dev", folders["base"], device="cpu")
     assert not torch.equal(_latents(turbo), _latents(base))
+    low = load_component("backbone", "flux-turbo", folders["base"], device="cpu", lora=lora, memory="low")
+    q = low.transformer.transformer_blocks[0].attn.to_q
+    assert q.base_layer.weight.dtype == torch.float8_e4m3fn and q.lora_A["x2i_lora_0"].weight.dtype == torch.float32
+    assert torch.isfinite(_latents(low)).all()
     with pytest.raises(CheckpointError, match="not found"):
         load_component("backbone", "flux-turbo", folders["base"], device="cpu", lora=str(tmp_path / "nowhere"))
 
