@@ -169,3 +169,11 @@ def test_works_on_memory_levels(files):
     backbone = load_component("backbone", "flux", files["flux"], device="cpu", memory="lowest")
     adapter = _adapter(backbone, files["cn"], image=files["edges"])
     assert not torch.equal(_sample(backbone, [adapter], cfg=True), _sample(backbone, cfg=True))
+
+
+def test_with_kontext_the_source_tokens_get_no_residual(files):
+    kontext = load_component("backbone", "flux-kontext", files["flux"], device="cpu")
+    adapter = _adapter(kontext, files["cn"], image=files["edges"])
+    request = GenerationRequest(init_image=files["dark"])
+    edited, controlled = _sample(kontext, request=request), _sample(kontext, [adapter], request=request)
+    assert controlled.shape == edited.shape and not torch.equal(edited, controlled)

@@ -74,6 +74,30 @@ class KontextGuide(Guide):
         return {"image_tokens": tokens, "image_ids": ids}
 
 
+class SourceTokensPadded(Guide):
+    """Another guide whose ControlNet residuals cover the image latents only: zeros for Kontext's source tokens,
+    which follow the latents in the sequence (the residuals would not fit the longer sequence otherwise)."""
+
+    def __init__(self, inner: Guide):
+        self.inner = inner
+
+    def prepare(self, backbone, request, info):
+        return self.inner.prepare(backbone, request, info), info.rows * info.cols
+
+    def step_inputs(self, state, step):
+        inner, tokens = state
+        extra = dict(self.inner.step_inputs(inner, step))
+        padded: dict[int, torch.Tensor] = {}  # residual lists repeat tensors: pad each once
+        for key in ("controlnet_block_samples", "controlnet_single_block_samples"):
+            if extra.get(key) is not None:
+                extra[key] = [padded.setdefault(id(r), torch.nn.functional.pad(r, (0, 0, 0, tokens)))
+                              for r in extra[key]]
+        return extra
+
+    def after_step(self, state, step):
+        return self.inner.after_step(state[0], step)
+
+
 class FluxFillBackbone(FluxBackbone):
     """FLUX.1 Fill: inpaint/outpaint with the Fill transformer (masked image + mask as extra input channels)."""
 
@@ -114,5 +138,6 @@ class FluxKontextBackbone(FluxBackbone):
             return super().denoise(conditioning, request=request, guides=guides, **kwargs)
         guide = KontextGuide(request.init_image)
         # the engine must not run img2img from this image: it only enters the sequence
-        return super().denoise(conditioning, request=replace(request, init_image=None), guides=(guide, *guides),
+        others = tuple(SourceTokensPadded(g) for g in guides)
+        return super().denoise(conditioning, request=replace(request, init_image=None), guides=(guide, *others),
                                **kwargs)
