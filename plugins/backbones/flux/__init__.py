@@ -68,7 +68,8 @@ def register_backbones(register):
     # The generic spec first: a bare Flux folder given as `--backbone PATH` resolves to it, not to a preset.
     register(BackboneSpec(
         "flux", FACTORY,
-        summary="any FLUX.1-architecture diffusers folder or hub id (give --backbone-path)",
+        summary="any FLUX.1-architecture diffusers folder or hub id (give --backbone-path; a fine-tune as one "
+                ".safetensors file: --transformer-file)",
         model_types=MODEL_TYPES,
     ))
     for name, (hub_id, summary, options) in PRESETS.items():
