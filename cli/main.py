@@ -16,6 +16,7 @@ BUILTIN_COMMANDS = {
     "chat": "x2i_cli.chat:chat",
     "convert": "x2i_cli.convert_cmd:convert",
     "fetch-aligner": "x2i_cli.fetch_aligner_cmd:fetch_aligner",
+    "ui": "x2i_cli.ui:ui",
 }
 
 
