@@ -3,7 +3,9 @@ released layout written by write_tiny_minicpmo: every modality, both templates, 
 checkpoints, and `x2i generate --encoder minicpm --backbone shuttle --audio` end to end."""
 import json
 import shutil
+import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +25,9 @@ from x2i_plugins.backbones.flux.tiny import POOLED_DIM, PROMPT_DIM, write_tiny_f
 from x2i_plugins.encoders.minicpmo import processing as P
 from x2i_plugins.encoders.minicpmo.encoder import MiniCPMOEncoder
 from x2i_plugins.encoders.minicpmo.tiny import QUERY_NUM, write_tiny_minicpmo
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the tests' own media helpers
+from _media_files import write_video_with_sound  # noqa: E402
 
 LAYERS, HIDDEN = 3, 128  # the tiny config: 2 decoder layers + the embedding output
 
@@ -67,6 +72,8 @@ def media(tmp_path_factory):
         wav_long=write_test_wav(root / "long.wav", seconds=2.5, sampling_rate=16000, channels=1, hz=220.0),
         mp3=_write_mp3(root / "tone.mp3"),
         video=write_test_video(root / "clip.mp4", num_frames=12, fps=4, size=(64, 48)),  # 3 s -> 3 frames at 1 fps
+        sound_video=write_video_with_sound(root / "sound.mp4", seconds=3.0, fps=4),
+        short_sound_video=write_video_with_sound(root / "short.mp4", seconds=2.0, fps=4, hz=550.0),
     )
 
 
@@ -184,6 +191,49 @@ def test_everything_at_once_in_order(encoder, media):
                                PromptPart("audio", media.wav), PromptPart("video", media.video)))
     out = encoder.encode([prompt])
     assert out.hidden_states.shape[:2] == (1, LAYERS) and bool(torch.isfinite(out.hidden_states).all())
+
+
+# -- a video's own sound track (use_audio_in_video) ---------------------------------------------------------
+@pytest.fixture(scope="module")
+def sound_encoder(folder):
+    return MiniCPMOEncoder.from_pretrained(folder, device="cpu", use_audio_in_video=True)
+
+
+def test_sounding_video_is_one_unit_per_second(sound_encoder, encoder, media):
+    prompt = MultimodalPrompt.build("a poster of this", videos=[media.sound_video])
+    text = sound_encoder.render(prompt, frames=[3])
+    assert f"user\n{(P.UNIT + P.IMAGE_TAG + P.AUDIO_TAG) * 3}a poster of this<|im_end|>" in text  # omni: no separators
+    inputs = sound_encoder.prepare([prompt])
+    ids = sound_encoder.ids
+    assert _count(inputs, ids[P.UNIT]) == 3 and len(inputs["images"][0]) == 3
+    (features, tokens), = inputs["audio"][0]  # the whole track as one clip, its tokens spread over the 3 units
+    assert _count(inputs, ids[P.UNK]) == 3 * QUERY_NUM + tokens and _count(inputs, ids[P.AUDIO_START]) >= 3
+    check_encoder(sound_encoder, [MultimodalPrompt.build("this", videos=[media.short_sound_video]),
+                                  MultimodalPrompt.build("a much longer caption for this clip", videos=[media.sound_video])])
+    # without the option the same video is its frames only
+    frames_only = encoder.prepare([prompt])
+    assert _count(frames_only, ids[P.UNK]) == 3 * QUERY_NUM and not frames_only["audio"][0]
+
+
+def test_sound_parts_add_up_to_the_whole_track():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        length, units = int(rng.integers(16000, 30 * 16000)), int(rng.integers(1, 30))
+        parts = P.sound_parts(np.zeros(length, np.float32), units, 16000)
+        if not parts:
+            continue
+        assert len(parts) == units and sum(len(p) for p in parts) == length
+        assert sum(P.audio_token_count(len(p), 160, 2) for p in parts) == P.audio_token_count(length, 160, 2)
+    assert [len(p) for p in P.sound_parts(np.zeros(49152), 3, 16000)] == [16000, 16000, 17152]  # whole seconds
+
+
+def test_sounding_video_refusals(sound_encoder, media):
+    for prompt, words in (
+        (MultimodalPrompt.build("x", videos=[media.video]), "clip.mp4"),  # no sound track
+        (MultimodalPrompt((PromptPart("video", [media.a, media.b]),)), "no sound track"),
+    ):
+        with pytest.raises(InputError, match=words):
+            sound_encoder.encode([prompt])
 
 
 # -- the reference template --------------------------------------------------------------------------
@@ -332,6 +382,11 @@ def test_cli_generates_from_audio(folder, encoder, flux, media, tmp_path):
     assert result.exit_code == 0, result.output
     expected = encoder.reply(MultimodalPrompt.build("what is this", audios=[media.wav]), max_new_tokens=4)
     assert read_metadata(reasoned)["answer"] == expected
+    # --video-sound: the video's own sound track too (MiniCPM-o's omni units)
+    sounding = tmp_path / "sounding.png"
+    result = CliRunner().invoke(cli, [*args[:-4], "--video", media.sound_video, "--video-sound", "-o", str(sounding)])
+    assert result.exit_code == 0, result.output
+    assert read_metadata(sounding)["prompt"] == "<video:sound.mp4>"
 
 
 def test_converted_reference_alignnet_gets_the_reference_template(folder, encoder, flux, tmp_path):

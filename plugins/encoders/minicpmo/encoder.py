@@ -16,18 +16,23 @@ by the resampler's (64 per image view) and the audio projection's (25 per second
   the generation prompt, padded with the pad token to `reference_length` (512) on the tokenizer's side, the pad
   states kept (mask all True); media as its inference script (one view per image, no image ids), before the
   dict, which then takes the form its multimodal front end wrote (see _reference_dict). One prompt, no dialogue.
-Video: frames at `video_fps` (at most `max_frames`, 64 as the reference), each one unsliced view without id.
-Audio: 16 kHz mono, Whisper features per 30 s piece, Whisper attending in 1 s blocks as MiniCPM-o does.
+Video: frames at `video_fps` (at most `max_frames`, 64 as the reference), each one unsliced view without id;
+with `use_audio_in_video` (--video-sound) also its sound track, in MiniCPM-o's omni layout: per frame `<unit>`,
+the frame and its part of the track (about a second), the turn joined without separators, the whole track
+encoded as one clip whose tokens are spread over the units (as MiniCPM-o's chat merges a message's audio).
+Audio: 16 kHz mono, Whisper features per 30 s piece, Whisper attending in 1 s blocks as MiniCPM-o does; each
+clip on its own (as the reference's inference passed them).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from x2i_core import (CheckpointError, EncodedPrompt, InputError, MultimodalEncoder, MultimodalPrompt, first_line,
-                      load_audio, load_image, sample_video)
+                      load_audio, load_image, sample_video, video_sound_track)
 from x2i_core import resolve_device as resolve
 
 from . import processing as P
@@ -35,6 +40,14 @@ from .checkpoint import read_image_settings, read_parts, resolve_folder
 from .checkpoint import load_weights
 
 TEMPLATES = ("x2i", "reference")
+
+
+@dataclass
+class AudioClip:
+    """One clip's Whisper features (one array per 30 s piece) and the language-model tokens of each of its tags."""
+
+    features: list
+    tags: list
 STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
 
 
@@ -46,7 +59,7 @@ class MiniCPMOEncoder(MultimodalEncoder):
 
     def __init__(self, model, tokenizer, settings, chat_template: str, feature_extractor, *, pretrained: str = "",
                  max_slice_nums: int = 1, video_fps: float = 1.0, max_frames: int = 64, template: str = "x2i",
-                 reference_length: int = 512):
+                 reference_length: int = 512, use_audio_in_video: bool = False):
         _check_options(max_slice_nums, video_fps, max_frames, template, reference_length)
         self.model = model.eval().requires_grad_(False)
         self.tokenizer, self.settings, self.chat_template = tokenizer, settings, chat_template
@@ -54,7 +67,8 @@ class MiniCPMOEncoder(MultimodalEncoder):
         self.pretrained = pretrained
         self.max_slice_nums, self.video_fps, self.max_frames = int(max_slice_nums), float(video_fps), int(max_frames)
         self.template, self.reference_length = template, int(reference_length)
-        self.ids = _special_ids(tokenizer)
+        self.use_audio_in_video = bool(use_audio_in_video)
+        self.ids = _special_ids(tokenizer, with_unit=self.use_audio_in_video)
         parts = model.parts
         self.audio_chunk_tokens = P.tokens_per_audio_chunk(parts.audio_chunk_length, parts.audio_pool_step)
 
@@ -62,7 +76,7 @@ class MiniCPMOEncoder(MultimodalEncoder):
     @classmethod
     def from_pretrained(cls, pretrained: str, *, device=None, dtype=None, max_slice_nums: int = 1,
                         video_fps: float = 1.0, max_frames: int = 64, template: str = "x2i",
-                        reference_length: int = 512, revision: str | None = None,
+                        reference_length: int = 512, use_audio_in_video: bool = False, revision: str | None = None,
                         trust_remote_code: bool = False) -> "MiniCPMOEncoder":
         """Load a MiniCPM-o-2.6 hub id or folder (config.json, safetensors, tokenizer, preprocessor_config.json).
 
@@ -88,7 +102,7 @@ class MiniCPMOEncoder(MultimodalEncoder):
             chat_template = chat_template.get("default")
         if not chat_template:
             raise CheckpointError(f"{pretrained} has no chat template (tokenizer_config.json chat_template)")
-        _special_ids(tokenizer)  # a tokenizer that splits a placeholder marker fails before gigabytes load
+        _special_ids(tokenizer, with_unit=use_audio_in_video)  # a split marker fails before gigabytes load
         extractor = WhisperFeatureExtractor(**settings.audio)
         with init_empty_weights():  # parameters on the meta device: the checkpoint fills them, no random init pass
             model = MiniCPMOModel(parts)
@@ -96,7 +110,7 @@ class MiniCPMOEncoder(MultimodalEncoder):
         model.to(device)  # the buffers built with the modules (rotary frequencies)
         return cls(model, tokenizer, settings, chat_template, extractor, pretrained=pretrained,
                    max_slice_nums=max_slice_nums, video_fps=video_fps, max_frames=max_frames, template=template,
-                   reference_length=reference_length)
+                   reference_length=reference_length, use_audio_in_video=use_audio_in_video)
 
     # -- shapes and identity ---------------------------------------------------------------------
     @property
@@ -137,7 +151,7 @@ class MiniCPMOEncoder(MultimodalEncoder):
             raise InputError("the reference template reads one prompt, not a dialogue (use template 'x2i')")
         frames, messages = list(frames), []
         for turn in prompt.turns:
-            items = []  # tags and text runs in order; consecutive text parts read as one sentence
+            items, omni = [], False  # tags and text runs in order; consecutive text parts read as one sentence
             for part in turn.parts:
                 if part.modality == "text":
                     text = str(part.value)
@@ -149,6 +163,9 @@ class MiniCPMOEncoder(MultimodalEncoder):
                         items[-1] = ("text", items[-1][1] + " " + text)
                     else:
                         items.append(("text", text))
+                elif part.modality == "video" and self.use_audio_in_video:  # MiniCPM-o's omni units
+                    items.append(("tag", (P.UNIT + P.IMAGE_TAG + P.AUDIO_TAG) * (frames.pop(0) if frames else 1)))
+                    omni = True
                 elif part.modality == "video":
                     items += [("tag", P.IMAGE_TAG)] * (frames.pop(0) if frames else 1)
                 else:
@@ -156,7 +173,8 @@ class MiniCPMOEncoder(MultimodalEncoder):
             if reference:  # the media, then one dict string holding all the text
                 text = " ".join(v for kind, v in items if kind == "text")
                 items = [*(i for i in items if i[0] == "tag"), ("text", _reference_dict(text, turn.parts))]
-            messages.append({"role": turn.role, "content": "\n".join(v for _, v in items)})
+            # a turn with a sounding video is joined without separators, as MiniCPM-o's omni chat does
+            messages.append({"role": turn.role, "content": ("" if omni else "\n").join(v for _, v in items)})
         return self.tokenizer.apply_chat_template(
             messages, chat_template=self.chat_template, tokenize=False,
             add_generation_prompt=add_generation_prompt or reference,
@@ -187,21 +205,23 @@ class MiniCPMOEncoder(MultimodalEncoder):
                         views += P.slice_image(frame, 1, self.settings.scale_resolution, self.settings.patch_size)[0]
                         grids.append((None, None))
                     frames.append(len(video))
+                    if self.use_audio_in_video:
+                        clips += self._video_sound(part.value, len(video))
                 else:
-                    clips.append(self._audio_features(part.value))
+                    clips.append(self._audio_features(load_audio(part.value, self.feature_extractor.sampling_rate)))
             # answers always follow the chat template's own generation prompt, whatever the encoding template
             text = self.render(prompt, frames=frames, add_generation_prompt=answers is not None,
                                template="reference" if reference else "x2i")
             text = _expand(text, P.IMAGE_TAG, [P.image_placeholder(g, self.model.parts.query_num, k) for g, k in grids])
-            text = _expand(text, P.AUDIO_TAG, [P.audio_placeholder(sum(n for _, n in c), self.audio_chunk_tokens)
-                                               for c in clips])
+            text = _expand(text, P.AUDIO_TAG, [P.audio_placeholder(tokens, self.audio_chunk_tokens)
+                                               for clip in clips for tokens in clip.tags])
             row = self.tokenizer(text + (answers[i] if answers else ""), add_special_tokens=False)["input_ids"]
             if answers is not None:  # how many of the row's last tokens are the answer's
                 answer_tokens.append(len(row) - len(self.tokenizer(text, add_special_tokens=False)["input_ids"]))
             rows.append(row)
             image_rows.append([torch.from_numpy(P.normalise(v, self.settings.norm_mean, self.settings.norm_std))
                                for v in views])
-            audio_rows.append([features for clip in clips for features, _ in clip])
+            audio_rows.append([(clip.features, sum(clip.tags)) for clip in clips])
         inputs = self._pad(rows, image_rows, audio_rows, reference)
         if answers is not None:
             inputs["answer_tokens"] = answer_tokens
@@ -241,10 +261,12 @@ class MiniCPMOEncoder(MultimodalEncoder):
             image_rows.append((positions, vision[start : start + count]) if count else None)
             start += count
             positions = torch.nonzero(unk[b] & in_audio[b]).flatten()
-            pieces = [model.audio_embeddings(torch.from_numpy(f).to(device)) for f in inputs["audio"][b]]
-            embeds = torch.cat(pieces) if pieces else None
+            clips = [torch.cat([model.audio_embeddings(torch.from_numpy(f).to(device)) for f in features])[:tokens]
+                     for features, tokens in inputs["audio"][b]]
+            embeds = torch.cat(clips) if clips else None
             if len(positions) != (0 if embeds is None else embeds.shape[0]):
-                raise CheckpointError(f"the tokenizer split audio placeholders ({len(positions)} tokens)")
+                raise CheckpointError(f"{len(positions)} audio placeholder tokens for "
+                                      f"{0 if embeds is None else embeds.shape[0]} audio embeddings")
             audio_rows.append((positions, embeds) if embeds is not None else None)
         return model.input_embeddings(ids, image_rows, audio_rows)
 
@@ -303,14 +325,25 @@ class MiniCPMOEncoder(MultimodalEncoder):
             return [load_image(value[int(i * step)]) for i in range(min(len(value), self.max_frames))]
         return sample_video(value, fps=self.video_fps, max_frames=self.max_frames)[0]
 
-    def _audio_features(self, value: Any) -> list[tuple[np.ndarray, int]]:
-        """(features, language-model tokens) per 30 s piece of a clip (a file, or 16 kHz mono samples)."""
-        rate = self.feature_extractor.sampling_rate
-        samples = load_audio(value, rate)  # a file (or a video's sound track) or an array, mono at 16 kHz
+    def _audio_features(self, samples: np.ndarray, tags: list[np.ndarray] | None = None) -> "AudioClip":
+        """Whisper features of one clip (16 kHz mono) per 30 s piece, and the tokens of each of its tags: one tag
+        for the whole clip, or one per part of it (`tags`: the seconds of a sounding video, read as one clip)."""
+        rate, hop = self.feature_extractor.sampling_rate, self.feature_extractor.hop_length
         step = self.model.parts.audio_pool_step
-        return [(P.audio_features(piece, self.feature_extractor),
-                 P.audio_token_count(len(piece), self.feature_extractor.hop_length, step))
-                for piece in P.audio_pieces(samples, rate)]
+        pieces = P.audio_pieces(samples, rate)
+        features = [P.audio_features(piece, self.feature_extractor) for piece in pieces]
+        tokens = [P.audio_token_count(len(part), hop, step) for part in (tags if tags is not None else [samples])]
+        return AudioClip(features, tokens)
+
+    def _video_sound(self, value: Any, units: int) -> list["AudioClip"]:
+        """A video's sound track as one clip whose tokens are spread over `units` tags, one per frame."""
+        if isinstance(value, (list, tuple)):
+            raise InputError("a video given as frames has no sound track to read (use_audio_in_video)")
+        track = video_sound_track(value, self.feature_extractor.sampling_rate)
+        parts = P.sound_parts(track, units, self.feature_extractor.sampling_rate)
+        if not parts:
+            raise InputError(f"the sound track of {value} is too short for its {units} frames")
+        return [self._audio_features(track, tags=parts)]
 
 
 def _reference_dict(text: str, parts) -> str:
@@ -331,11 +364,11 @@ def _expand(text: str, tag: str, placeholders: list[str]) -> str:
     return pieces[0] + "".join(p + rest for p, rest in zip(placeholders, pieces[1:]))
 
 
-def _special_ids(tokenizer) -> dict[str, int]:
+def _special_ids(tokenizer, with_unit: bool = False) -> dict[str, int]:
     """Ids of the markers the placeholders use; CheckpointError if the tokenizer lacks one or splits it."""
     ids = {}
     for token in (P.UNK, P.IMAGE_START, P.IMAGE_END, P.SLICE_START, P.SLICE_END, P.ID_START, P.ID_END,
-                  P.AUDIO_START, P.AUDIO_END, *STOP_TOKENS):
+                  P.AUDIO_START, P.AUDIO_END, *STOP_TOKENS, *((P.UNIT,) if with_unit else ())):
         encoded = tokenizer(token, add_special_tokens=False)["input_ids"]
         if len(encoded) != 1:
             raise CheckpointError(f"the MiniCPM-o tokenizer does not read {token} as one token")

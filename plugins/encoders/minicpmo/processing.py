@@ -17,11 +17,12 @@ from PIL import Image
 IMAGE_START, IMAGE_END, SLICE_START, SLICE_END = "<image>", "</image>", "<slice>", "</slice>"
 ID_START, ID_END, UNK = "<image_id>", "</image_id>", "<unk>"
 AUDIO_START, AUDIO_END = "<|audio_start|>", "<|audio_end|>"
+UNIT = "<unit>"  # opens one second of a sounding video (a frame and its sound) in MiniCPM-o's omni layout
 #: what the chat messages carry for each medium before expansion (MiniCPM-o's own tags)
 IMAGE_TAG, AUDIO_TAG = "(<image>./</image>)", "(<audio>./</audio>)"
 #: strings a user's text must not contain: they would be read as placeholders
 RESERVED = (IMAGE_START, IMAGE_END, SLICE_START, SLICE_END, ID_START, ID_END, UNK, AUDIO_START, AUDIO_END,
-            IMAGE_TAG, AUDIO_TAG, "<|spk_bos|>", "<|spk_eos|>")
+            IMAGE_TAG, AUDIO_TAG, UNIT, "<|spk_bos|>", "<|spk_eos|>")
 AUDIO_MAX_SECONDS = 30  # one Whisper window; longer clips are cut into 30 s pieces
 
 
@@ -103,6 +104,22 @@ def audio_pieces(samples: np.ndarray, sampling_rate: int) -> list[np.ndarray]:
     """The clip in pieces of at most 30 s (one Whisper window each)."""
     size = AUDIO_MAX_SECONDS * sampling_rate
     return [samples[i : i + size] for i in range(0, len(samples), size)]
+
+
+def sound_parts(track: np.ndarray, units: int, sampling_rate: int) -> list[np.ndarray]:
+    """A video's sound track cut into `units` consecutive parts of equal length, one per sampled frame (about a
+    second each at 1 fps: MiniCPM-o's omni layout pairs a frame with its second), the last taking the rest.
+
+    Cuts fall on multiples of 40 ms (640 samples at 16 kHz: 4 mel frames, 2 Whisper frames, 1 token), so the
+    parts' token counts add up to exactly the tokens of the whole track, which is encoded as one clip.
+    Empty when the track is too short to give each frame a part.
+    """
+    quantum = sampling_rate * 4 // 100
+    step = len(track) // max(1, units) // quantum * quantum
+    if step <= 0:
+        return []
+    cuts = [i * step for i in range(units)] + [len(track)]
+    return [track[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
 
 
 def audio_token_count(num_samples: int, hop_length: int, pool_step: int) -> int:

@@ -16,7 +16,8 @@ PAD_TOKEN = "<|endoftext|>"
 # MiniCPM-o-2.6's added tokens that x2i relies on (and a few more of its markers), after the byte vocabulary
 SPECIAL_TOKENS = (
     "<|im_start|>", "<|im_end|>", "<unk>", "<image>", "</image>", "<ref>", "</ref>", "<box>", "</box>", "<quad>",
-    "</quad>", "<point>", "</point>", "<slice>", "</slice>", "<image_id>", "</image_id>", "<|audio_start|>",
+    "</quad>", "<point>", "</point>", "<slice>", "</slice>", "<image_id>", "</image_id>", "<unit>", "</unit>",
+    "<|audio_start|>",
     "<|audio|>", "<|audio_end|>", "<|spk_bos|>", "<|spk|>", "<|spk_eos|>", "<|tts_bos|>", "<|tts_eos|>",
 )
 # The released template: string contents, a default system turn unless the dialogue brings one.
