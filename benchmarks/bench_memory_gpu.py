@@ -100,18 +100,26 @@ def release() -> None:
         torch.cuda.empty_cache()
 
 
+def measure_level(scale: Scale, level: str, device, dtype, sync) -> dict:
+    """Build a fresh pipeline at `level`, time it; its models are freed when this returns."""
+    x2i = x2i_at_level(scale, level, device, dtype)
+    return measure(lambda warmup: time_x2i(x2i, scale, sync, steps=1 if warmup else None), device, sync)
+
+
+def measure_baseline(scale: Scale, device, dtype, sync) -> dict:
+    """The T5+CLIP FluxPipeline, all resident, timed the same way."""
+    teacher = t5clip_baseline(scale, device, dtype)
+    return measure(lambda warmup: time_teacher(teacher, scale, sync, steps=1 if warmup else None), device, sync)
+
+
 def run_levels(scale: Scale, levels, device, dtype) -> tuple[dict[str, dict], dict]:
     """{level: figures} for each level, then the T5+CLIP baseline's figures."""
     sync = synchronizer(device)
     results = {}
     for level in levels:
-        x2i = x2i_at_level(scale, level, device, dtype)
-        results[level] = measure(lambda warmup: time_x2i(x2i, scale, sync, steps=1 if warmup else None), device, sync)
-        del x2i
+        results[level] = measure_level(scale, level, device, dtype, sync)
         release()
-    teacher = t5clip_baseline(scale, device, dtype)
-    baseline = measure(lambda warmup: time_teacher(teacher, scale, sync, steps=1 if warmup else None), device, sync)
-    del teacher
+    baseline = measure_baseline(scale, device, dtype, sync)
     release()
     return results, baseline
 
