@@ -168,6 +168,11 @@ def test_cli_takes_controlnets_and_refuses_before_loading(files, tmp_path_factor
 def test_works_on_memory_levels(files):
     backbone = load_component("backbone", "flux", files["flux"], device="cpu", memory="lowest")
     adapter = _adapter(backbone, files["cn"], image=files["edges"])
+    assert adapter.model.transformer_blocks[0].attn.to_q.weight.dtype == torch.float8_e4m3fn
+    from diffusers.hooks import HookRegistry
+
+    hooks = HookRegistry.check_if_exists_or_initialize(adapter.model.transformer_blocks[0]).hooks
+    assert any("group_offloading" in name for name in hooks)
     assert not torch.equal(_sample(backbone, [adapter], cfg=True), _sample(backbone, cfg=True))
 
 

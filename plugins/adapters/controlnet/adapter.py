@@ -78,7 +78,8 @@ class ControlGuide(Guide):
         conds = [cond.expand(info.batch, *cond.shape[1:]) for cond in conds]
         modes = [torch.full((info.batch,), -1 if mode is None else int(mode), device=info.device, dtype=torch.long)
                  for _, mode, _ in self.controls]
-        return {"conds": conds, "modes": modes, "scales": [float(s) for _, _, s in self.controls],
+        return {"multi": FluxMultiControlNetModel([net]), "conds": conds, "modes": modes,
+                "scales": [float(s) for _, _, s in self.controls],
                 "blocks": (len(backbone.transformer.transformer_blocks),
                            len(backbone.transformer.single_transformer_blocks))}
 
@@ -88,7 +89,7 @@ class ControlGuide(Guide):
         if net.union and "attention_mask" in attention:  # the mode token is one more (real) text key
             mask = attention["attention_mask"]
             attention["attention_mask"] = torch.cat([mask[..., :1], mask], dim=-1)
-        double, single = FluxMultiControlNetModel([net])(
+        double, single = state["multi"](
             hidden_states=step.latents, controlnet_cond=state["conds"], controlnet_mode=state["modes"],
             conditioning_scale=state["scales"], encoder_hidden_states=step.prompt_embeds,
             pooled_projections=step.pooled_prompt_embeds, timestep=step.timestep, img_ids=step.img_ids,
@@ -160,7 +161,8 @@ class ControlNetAdapter(Adapter):
         except Exception as exc:
             raise CheckpointError(f"cannot load the ControlNet {self.source}: {type(exc).__name__}: "
                                   f"{first_line(exc)}") from exc
-        self.model = model.to(backbone.execution_device).eval().requires_grad_(False)
+        self.model = model.eval().requires_grad_(False)
+        backbone.place_model(self.model)  # fp8 and streamed at the low-memory levels, like the transformer
 
     def remove(self, backbone) -> None:
         """Drop the ControlNet's weights."""

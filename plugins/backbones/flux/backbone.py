@@ -26,7 +26,7 @@ from x2i_core import (AttentionPoint, CheckpointError, Conditioning, DiTBackbone
                       resolve_memory_level)
 
 from . import engine, sampling
-from .memory import apply_memory_level, is_offloaded, quantization_config
+from .memory import apply_memory_level, is_offloaded, place_extra_model, quantization_config
 from .transformer_file import check_transformer_file, load_transformer_file
 
 COMPONENTS = {"transformer": FluxTransformer2DModel, "vae": AutoencoderKL, "scheduler": FlowMatchEulerDiscreteScheduler}
@@ -217,6 +217,10 @@ class FluxBackbone(DiTBackbone):
             max_sequence_length=max_sequence_length, default_size=default_size, default_true_cfg=default_true_cfg,
             memory=memory, weight_adapters=adapters, own_alignment=own_alignment,
         )
+
+    def place_model(self, module: torch.nn.Module) -> None:
+        """Put a model that runs at every step next to the transformer (a ControlNet) where this memory level wants it."""
+        place_extra_model(module, self.memory, self.execution_device, self.dtype)
 
     def check_layout(self) -> None:
         """IncompatibleError unless the transformer takes exactly the packed image latents (a Fill or Control

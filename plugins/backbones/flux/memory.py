@@ -101,6 +101,22 @@ def quantization_config(quantize: str | None, level: str, device: torch.device, 
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype)
 
 
+def place_extra_model(module: torch.nn.Module, level: str, device: torch.device, compute_dtype: torch.dtype) -> None:
+    """A model that runs next to the transformer at every step (a ControlNet): fp8 storage where the level stores
+    the transformer in fp8, streamed block by block at `lowest`, else resident on the accelerator (moving it in and
+    out at every step, as model offload would, costs more than it saves)."""
+    recipe = recipe_for(level)
+    device = torch.device(device)
+    if recipe.fp8_transformer:
+        module.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute_dtype)
+    if recipe.placement == "group_offload":
+        module.to("cpu")
+        module.enable_group_offload(onload_device=device, offload_device=torch.device("cpu"),
+                                    offload_type="block_level", num_blocks_per_group=1, use_stream=device.type == "cuda")
+    else:
+        module.to(device)
+
+
 def is_offloaded(level: str) -> bool:
     """True when the transformer's weights do not stay on the accelerator (decode must not trust vae.device)."""
     return recipe_for(level).placement != "resident"
