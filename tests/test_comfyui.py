@@ -59,8 +59,10 @@ def loaded(nodes, world):
     from x2i_core.generate import X2IPipeline
 
     m = nodes.NODE_CLASS_MAPPINGS
-    (align,) = m["X2ILoadAlignNet"]().load(world.align, "cpu", "fp32")
-    (encoder,) = m["X2ILoadEncoder"]().load("qwen2.5-omni", world.omni, "cpu", "fp32", "auto", False, alignnet=align)
+    with torch.inference_mode():  # ComfyUI's PromptExecutor.execute runs every node inside inference mode
+        (align,) = m["X2ILoadAlignNet"]().load(world.align, "cpu", "fp32")
+        (encoder,) = m["X2ILoadEncoder"]().load("qwen2.5-omni", world.omni, "cpu", "fp32", "auto", False,
+                                                alignnet=align)
     backbone = load_component("backbone", "flux", world.flux, device=torch.device("cpu"), dtype=torch.float32)
     return encoder, align, X2IPipeline(encoder.encoder, align, backbone)
 
@@ -69,7 +71,33 @@ def encode(nodes, loaded, text="", **kw):
     encoder, align, _ = loaded
     options = dict(guidance=3.5, reason=False, reason_tokens=8, reason_with_prompt=False)
     options.update({k: kw.pop(k) for k in list(kw) if k in options})
-    return nodes.NODE_CLASS_MAPPINGS["X2IEncodePrompt"]().encode(encoder, align, text, **options, **kw)
+    with torch.inference_mode():
+        return nodes.NODE_CLASS_MAPPINGS["X2IEncodePrompt"]().encode(encoder, align, text, **options, **kw)
+
+
+def run_graph(mappings, graph: dict, output: str):
+    """Run an API-format graph the way ComfyUI's executor does: each linked input's type checked against the source
+    node's RETURN_TYPES (validate_inputs), inputs resolved depth first, FUNCTION called in inference mode."""
+    results = {}
+
+    def run(node_id):
+        if node_id in results:
+            return results[node_id]
+        node = graph[node_id]
+        cls = mappings[node["class_type"]]
+        declared = {**cls.INPUT_TYPES()["required"], **cls.INPUT_TYPES().get("optional", {})}
+        kwargs = {}
+        for name, value in node["inputs"].items():
+            if isinstance(value, list):
+                source, slot = value
+                assert mappings[graph[source]["class_type"]].RETURN_TYPES[slot] == declared[name][0], (node_id, name)
+                value = run(source)[slot]
+            kwargs[name] = value
+        with torch.inference_mode():
+            results[node_id] = getattr(cls(), cls.FUNCTION)(**kwargs)
+        return results[node_id]
+
+    return run(output)
 
 
 def reference(pipe, prompt):
@@ -235,3 +263,19 @@ def test_comfy_flux_path_draws_what_the_pipeline_draws(nodes, loaded, world):
     ours = np.asarray(ours, dtype=np.float32) / 255.0
     assert drawn.shape == ours.shape == (32, 32, 3) and drawn.std() > 0.01
     assert np.abs(drawn - ours).max() <= 1 / 255 + 1e-6  # the same image up to 8-bit rounding
+
+
+def test_a_graph_of_the_nodes_runs_as_comfys_executor_runs_it(nodes, loaded, world):
+    graph = {
+        "1": {"class_type": "X2ILoadAlignNet", "inputs": {"alignnet": world.align, "device": "cpu", "dtype": "fp32"}},
+        "2": {"class_type": "X2ILoadEncoder", "inputs": {"encoder": "(folder or hub id in checkpoint)",
+                                                         "checkpoint": world.omni, "device": "cpu", "dtype": "fp32",
+                                                         "template": "auto", "trust_remote_code": False,
+                                                         "alignnet": ["1", 0]}},
+        "3": {"class_type": "X2IEncodePrompt", "inputs": {"encoder": ["2", 0], "alignnet": ["1", 0],
+                                                          "text": "a green triangle", "guidance": 3.5, "reason": False,
+                                                          "reason_tokens": 16, "reason_with_prompt": False}},
+    }
+    cond, answer = run_graph(nodes.NODE_CLASS_MAPPINGS, graph, "3")
+    expected, _ = encode(nodes, loaded, "a green triangle")
+    assert answer == "" and torch.equal(cond[0][0], expected[0][0])  # an encoder found from its folder alone

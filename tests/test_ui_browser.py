@@ -212,3 +212,10 @@ def test_page_prompt_keeps_uploads_before_text_and_numbers_are_checked():
     assert _number(" ") is None and _number("3.5") == 3.5
     with pytest.raises(InputError, match="guidance must be a number"):
         _number("lots", what="guidance")
+
+
+def test_without_gradio_the_command_says_how_to_install_it():
+    code = "import sys; sys.modules['gradio'] = None; from x2i_cli.main import main; sys.exit(main(['ui']))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "X2I_PLUGINS": "x2i"})
+    assert done.returncode == 2 and done.stderr.strip() == "Error: the web UI needs Gradio: pip install 'x2i[ui]'"
