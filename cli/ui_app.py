@@ -146,8 +146,10 @@ def _generate_tab(runner: UIRunner, model_inputs, option_inputs) -> None:
                 video = gr.File(label="Video", file_types=["video"], elem_id="x2i-video")
                 audio = gr.Audio(label="Audio (upload or microphone)", sources=["upload", "microphone"],
                                  type="filepath", elem_id="x2i-audio")
-            reason = gr.Checkbox(label="Reason first: the encoder answers, and the image is drawn from its answer")
-            with gr.Accordion("Adapters: LoRA, ControlNet, img2img / inpaint / outpaint", open=False):
+            with gr.Row():
+                reason = gr.Checkbox(label="Reason first: the encoder answers, and the image is drawn from its answer")
+                video_sound = gr.Checkbox(label="Hear the video's sound track too (encoders that hear)")
+            with gr.Accordion("Adapters: LoRA, ControlNet, img2img / inpaint / outpaint, IP-Adapter", open=False):
                 with gr.Row():
                     lora = gr.File(label="LoRA (.safetensors)", file_types=[".safetensors"])
                     lora_scale = gr.Slider(0, 2, value=1.0, step=0.05, label="LoRA scale")
@@ -161,30 +163,37 @@ def _generate_tab(runner: UIRunner, model_inputs, option_inputs) -> None:
                     strength = gr.Slider(0.01, 1.0, value=0.8, step=0.01, label="Strength")
                     mask = gr.File(label="Mask (white = repaint)", file_types=["image"])
                     outpaint = gr.Textbox(label="Outpaint margins L,T,R,B (px)")
+                with gr.Row():
+                    ip_adapter = gr.Textbox(label="IP-Adapter (folder or hub id)")
+                    ip_image = gr.File(label="IP-Adapter reference image", file_types=["image"])
+                    ip_scale = gr.Slider(0, 2, value=1.0, step=0.05, label="IP-Adapter scale")
             button = gr.Button("Generate", variant="primary", elem_id="x2i-generate")
         with gr.Column(scale=2):
             gallery = gr.Gallery(label="Images", type="filepath", columns=2, elem_id="x2i-gallery")
             info = gr.Textbox(label="Details", interactive=False, lines=3, elem_id="x2i-info")
             gr.Markdown(GALLERY_HELP)
     adapter_inputs = [lora, lora_scale, controlnet, control_image, control_mode, control_scale, init_image,
-                      strength, mask, outpaint]
+                      strength, mask, outpaint, ip_adapter, ip_image, ip_scale]
 
     @page_errors
-    def run(text, images, video, audio, reason, *rest, progress=gr.Progress()):
+    def run(text, images, video, audio, reason, video_sound, *rest, progress=gr.Progress()):
         models = Models(*(str(v or "").strip() for v in rest[:5]))
         options = _options(*rest[5:13])
         (lora, lora_scale, controlnet, control_image, control_mode, control_scale, init_image, strength, mask,
-         outpaint) = rest[13:]
+         outpaint, ip_adapter, ip_image, ip_scale) = rest[13:]
         adapters = Adapters(lora=lora, lora_scale=lora_scale, controlnet=controlnet or "", control_image=control_image,
                             control_mode=control_mode or "", control_scale=control_scale, init_image=init_image,
-                            strength=strength if init_image else None, mask=mask, outpaint=outpaint or "")
+                            strength=strength if init_image else None, mask=mask, outpaint=outpaint or "",
+                            ip_adapter=ip_adapter or "", ip_image=ip_image, ip_scale=ip_scale)
         on_load, on_phase, on_step = _progress_callbacks(progress)
         paths, answer = runner.generate(build_prompt(text, images, video, audio), models, adapters, options,
-                                        reason=bool(reason), on_load=on_load, on_phase=on_phase, on_step=on_step)
+                                        reason=bool(reason), video_sound=bool(video_sound), on_load=on_load,
+                                        on_phase=on_phase, on_step=on_step)
         lines = [f"saved {p}" for p in paths] + ([f"answer: {answer}"] if answer else [])
         return [(str(p), _caption(p)) for p in paths], "\n".join(lines)
 
-    button.click(run, [text, images, video, audio, reason, *model_inputs, *option_inputs, *adapter_inputs],
+    button.click(run, [text, images, video, audio, reason, video_sound, *model_inputs, *option_inputs,
+                       *adapter_inputs],
                  [gallery, info], concurrency_limit=1)
 
 

@@ -28,7 +28,7 @@ class Models:
 
 @dataclass
 class Adapters:
-    """The page's adapter fields: a LoRA file, a ControlNet with its image, img2img/inpaint inputs."""
+    """The page's adapter fields: a LoRA file, a ControlNet with its image, img2img/inpaint inputs, an IP-Adapter."""
 
     lora: str | None = None
     lora_scale: float = 1.0
@@ -40,6 +40,9 @@ class Adapters:
     strength: float | None = None
     mask: str | None = None
     outpaint: str = ""
+    ip_adapter: str = ""
+    ip_image: str | None = None
+    ip_scale: float = 1.0
 
 
 @dataclass
@@ -83,6 +86,9 @@ def adapter_values(adapters: Adapters) -> tuple[list, dict]:
                 "control_images": (adapters.control_image,) if adapters.control_image else (),
                 "control_modes": (adapters.control_mode,) if adapters.control_mode.strip() else (),
                 "control_scales": (float(adapters.control_scale),)}
+    if adapters.ip_adapter.strip() or adapters.ip_image:
+        nets.update(ip_adapter=adapters.ip_adapter.strip() or None, ip_image=adapters.ip_image,
+                    ip_scale=float(adapters.ip_scale))
     guides, _ = adapter_inputs(nets)
     return [*choices, *guides], fields
 
@@ -119,12 +125,15 @@ class UIRunner:
         return Models(world.encoder, world.backbone, world.aligner)
 
     # -- models -------------------------------------------------------------------------------------
-    def pipeline(self, models: Models, adapters: Sequence = (), on_load: Callable[[str], None] | None = None):
-        """The pipeline for these models and adapters: the cached one, or a new one (the old one is dropped)."""
+    def pipeline(self, models: Models, adapters: Sequence = (), on_load: Callable[[str], None] | None = None,
+                 video_sound: bool = False):
+        """The pipeline for these models and adapters: the cached one, or a new one (the old one is dropped).
+
+        `video_sound`: the encoder reads videos' sound tracks too (encoders that hear, e.g. qwen2.5-omni)."""
         from x2i_cli.generate import _pick_models
         from x2i_core.generate import X2IPipeline
 
-        key = (models, tuple(repr(a) for a in adapters))
+        key = (models, tuple(repr(a) for a in adapters), bool(video_sound))
         if key == self._key and self._pipe is not None:
             return self._pipe
         encoder, backbone, aligner, encoder_path, backbone_path = _pick_models(
@@ -133,13 +142,14 @@ class UIRunner:
         self._pipe, self._key = None, None  # free the old models before loading the new ones
         pipe = X2IPipeline.from_names(encoder, backbone, aligner, encoder_path=encoder_path,
                                       backbone_path=backbone_path, device=self.device, dtype=self.dtype,
-                                      adapters=adapters, on_load=on_load)
+                                      adapters=adapters, on_load=on_load,
+                                      encoder_options={"use_audio_in_video": True} if video_sound else None)
         self._pipe, self._key = pipe, key
         return pipe
 
     # -- generation ---------------------------------------------------------------------------------
     def generate(self, prompt, models: Models, adapters: Adapters, options: Options, *, reason: bool = False,
-                 on_load=None, on_phase=None, on_step=None) -> tuple[list[Path], str]:
+                 video_sound: bool = False, on_load=None, on_phase=None, on_step=None) -> tuple[list[Path], str]:
         """Images for one prompt, saved as PNGs with their metadata; returns their paths and the answer (reason)."""
         from x2i_core.generate import check_media_files, save_images
 
@@ -148,7 +158,7 @@ class UIRunner:
         check_media_files(prompt)  # a bad upload fails before any model loads
         choices, fields = adapter_values(adapters)
         with self.lock:
-            pipe = self.pipeline(models, choices, on_load)
+            pipe = self.pipeline(models, choices, on_load, video_sound)
             images = pipe(prompt, **options.call_kwargs(), reason=reason, on_phase=on_phase, on_step=on_step,
                           **fields, **options.extra)
         paths = save_images(images, self._next_path(options.seed), seed=int(options.seed))

@@ -196,6 +196,11 @@ def test_page_fields_become_the_cli_adapters_and_request(tmp_path):
         adapter_values(Adapters(control_image=str(init)))
     with pytest.raises(InputError, match="not found"):
         adapter_values(Adapters(lora=str(tmp_path / "missing.safetensors")))
+    with pytest.raises(InputError, match="needs an --ip-adapter"):
+        adapter_values(Adapters(ip_image=str(init)))
+    choices, _ = adapter_values(Adapters(ip_adapter="XLabs-AI/flux-ip-adapter", ip_image=str(init), ip_scale=0.5))
+    assert [(c.name, c.pretrained, c.scale, c.options["image"]) for c in choices] == [
+        ("ip-adapter", "XLabs-AI/flux-ip-adapter", 0.5, str(init))]
     assert Options(seed=3, steps=None, width=0, guidance=2.0).call_kwargs() == {
         "seed": 3, "num_images": 1, "negative_prompt": "", "guidance": 2.0}
 
