@@ -174,18 +174,6 @@ def align(**opts):
         click.echo(f"AlignNet written to {result.output_dir} after {result.step} steps (last loss {result.last_loss:.5g})")
 
 
-def _recorded(aligner: str) -> dict:
-    """What the AlignNet folder says it was trained for (config.json, x2i_align.json), without torch."""
-    folder = Path(aligner).expanduser()
-    out = {}
-    for name in ("config.json", "x2i_align.json"):
-        try:
-            out.update({k: v for k, v in json.loads((folder / name).read_text()).items() if isinstance(v, (str, type(None)))})
-        except (OSError, ValueError):
-            pass
-    return out
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--aligner", required=True, metavar="DIR", help="The AlignNet folder to evaluate (an `x2i align` output).")
 @click.option("--data", "data", multiple=True, required=True, metavar="PATH",
@@ -197,7 +185,8 @@ def _recorded(aligner: str) -> dict:
 @click.option("--num-prompts", type=int, default=8, show_default=True, help="How many held-out prompts to compare.")
 @click.option("--text-key", default="text", show_default=True, help="JSON key of the caption in JSONL lines and .json members.")
 @click.option("--steps", type=int, default=None, help="Sampling steps (default: the backbone's).")
-@click.option("--resolution", type=int, default=None, help="Square image size (default: the backbone's).")
+@click.option("--resolution", type=int, default=None,
+              help="Square image size (default: the resolution the AlignNet was aligned at, else the backbone's).")
 @click.option("--guidance", type=float, default=None, help="Guidance (default: the backbone's).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the shared noise of each prompt.")
 @click.option("--loss", type=click.Choice(LOSSES), default="rkl", show_default=True, help="Distillation terms to report.")
@@ -220,20 +209,23 @@ def eval_align(**opts):
     """
     from x2i_cli.quiet import quiet_libraries
     from x2i_core.align.evaluate import EvalConfig, evaluate_alignnet
+    from x2i_core.outputs import check_output_file
 
     quiet_libraries()
-    recorded = _recorded(opts["aligner"])
     cfg = EvalConfig(
-        aligner=opts["aligner"], data=list(opts["data"]),
-        encoder=opts["encoder"] or recorded.get("encoder") or "qwen2.5-vl-7b",
-        backbone=opts["backbone"] or recorded.get("backbone") or "flux-dev",
-        encoder_path=opts["encoder_path"] or (None if opts["encoder"] else recorded.get("encoder_path")),
-        backbone_path=opts["backbone_path"] or (None if opts["backbone"] else recorded.get("backbone_path")),
+        aligner=opts["aligner"], data=list(opts["data"]), encoder=opts["encoder"], backbone=opts["backbone"],
+        encoder_path=opts["encoder_path"], backbone_path=opts["backbone_path"],
         num_prompts=opts["num_prompts"], text_key=opts["text_key"], steps=opts["steps"], resolution=opts["resolution"],
         guidance=opts["guidance"], seed=opts["seed"], loss=opts["loss"], timesteps=opts["timesteps"],
         image_side_only=opts["image_side_only"], teacher_max_length=opts["teacher_max_length"],
         teacher_cache=opts["teacher_cache"], save_images=opts["save_images"], device=opts["device"], dtype=opts["dtype"],
     )
+    cfg.validate()
+    if opts["json_out"]:
+        check_output_file(opts["json_out"], "--json")  # before minutes of sampling, not after
+    cfg, note = cfg.with_recorded_models()  # what the AlignNet records is the default; explicit options win
+    if note:
+        click.echo(note, err=True)
     result = evaluate_alignnet(cfg)
     from rich.console import Console
     from rich.table import Table

@@ -22,25 +22,37 @@ Inline references keep their place in TEXT: "a cat like <image:dog.png> in the s
 (<video:FILE>, <audio:FILE> too); --prompt-file reads a chat-message JSON dialogue (docs/encoders.md).
 Image i is seeded with SEED + i, so any single image can be reproduced with --num-images 1.
 The prompt, seed, steps, guidance, size and model names are stored in each PNG's text chunks.
+An AlignNet made by `x2i align` records its encoder and backbone: --aligner DIR alone is enough.
+Limits, checked before anything loads: sides up to 4096 px, up to 64 images and 64 megapixels per call,
+up to 1000 steps, prompts up to 10000 characters; then an estimate of the working memory against the free
+memory of the device (X2I_MEMORY_CHECK=off skips the estimate).
 """
 
 
 def _pick_models(encoder, backbone, aligner, encoder_path, backbone_path):
-    """Fill missing model options from the default world a plugin offers, or say which options to pass.
+    """Fill missing model options: from what the AlignNet records; else, when no model option was given, from the
+    default world a plugin offers; else say which options to pass.
 
-    Returns the five values and the world used (None when the user named the models)."""
+    Returns the five values, the world used (None when the user or the AlignNet named the models) and a note line
+    (None unless an option given explicitly differs from what the AlignNet records)."""
+    from x2i_core.aligner_record import fill_models, read_record
     from x2i_core.plugins import get_registry
 
-    world = None if (encoder or backbone) else get_registry().default_world()
+    given = {"encoder": encoder, "encoder_path": encoder_path, "backbone": backbone, "backbone_path": backbone_path}
+    chosen, note = fill_models(read_record(aligner), given)
+    if chosen["encoder"] and chosen["backbone"]:
+        return chosen["encoder"], chosen["backbone"], aligner, chosen["encoder_path"], chosen["backbone_path"], None, note
+    # the default world only when neither the options nor the AlignNet name a model (half a record is not a world's)
+    world = None if (chosen["encoder"] or chosen["backbone"]) else get_registry().default_world()
     if world is not None:
-        return world.encoder, world.backbone, aligner or world.aligner, encoder_path, backbone_path, world
-    missing = [opt for opt, val in (("--encoder", encoder), ("--backbone", backbone)) if not val]
-    if missing:
-        raise X2IError(
-            f"no default model is installed: pass {' and '.join(missing)} (and --aligner), for example "
-            f"--encoder qwen2.5-vl-7b --backbone flux-dev --aligner DIR; `x2i plugins` lists what is installed"
-        )
-    return encoder, backbone, aligner, encoder_path, backbone_path, None
+        return world.encoder, world.backbone, aligner or world.aligner, encoder_path, backbone_path, world, None
+    missing = [opt for opt, val in (("--encoder", chosen["encoder"]), ("--backbone", chosen["backbone"])) if not val]
+    if chosen["encoder"] or chosen["backbone"]:
+        raise X2IError(f"no {missing[0][2:]} is named, by an option or by the AlignNet's record: pass {missing[0]}")
+    raise X2IError(
+        f"no default model is installed: pass {' and '.join(missing)} (and --aligner), for example "
+        f"--encoder qwen2.5-vl-7b --backbone flux-dev --aligner DIR; `x2i plugins` lists what is installed"
+    )
 
 
 @click.command(epilog=_EPILOG)
@@ -53,7 +65,8 @@ def _pick_models(encoder, backbone, aligner, encoder_path, backbone_path):
                    "flux-kontext, flux (+ --backbone-path) or a folder; `x2i plugins` lists them.")
 @click.option("--backbone-path", metavar="DIR|HUB_ID", help="Checkpoint for the backbone, overriding the name's default.")
 @click.option("--aligner", metavar="NAME|DIR|HUB_ID",
-              help="AlignNet trained for this encoder and backbone (default: the registered one that fits).")
+              help="AlignNet trained for this encoder and backbone (default: the registered one that fits); the "
+                   "encoder and backbone it records are the defaults of --encoder and --backbone.")
 @click.option("--image", "images", multiple=True, metavar="FILE", help="An input image; repeat for several.")
 @click.option("--video", "videos", multiple=True, metavar="FILE", help="An input video; repeat for several.")
 @click.option("--audio", "audios", multiple=True, metavar="FILE", help="An input audio clip; repeat for several.")
@@ -98,6 +111,7 @@ def generate(text, encoder, encoder_path, backbone, backbone_path, aligner, imag
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from x2i_core.generate import check_media_files, output_paths
+    from x2i_core.limits import check_generation, prompt_text
     from x2i_core.prompt_files import cli_prompt
 
     guides, control_media = adapter_inputs(dit)  # ControlNets, IP-Adapter (their images checked now)
@@ -105,16 +119,21 @@ def generate(text, encoder, encoder_path, backbone, backbone_path, aligner, imag
     prompt = cli_prompt(text, images, videos, audios, prompt_file)  # inline <image:...> references keep their place
     if prompt.is_empty():
         raise X2IError("the prompt is empty: give TEXT and/or --image, --video, --audio")
-    check_media_files(prompt)  # before loading gigabytes
+    # everything below is checked before loading gigabytes; X2IPipeline.__call__ checks the same limits again
+    check_generation(width=width, height=height, num_images=num_images, steps=steps, guidance=guidance,
+                     true_cfg=true_cfg, seed=seed, text=prompt_text(prompt), negative_prompt=negative_prompt)
+    check_media_files(prompt)
     output_paths(output, num_images, seed)  # a bad -o fails now, not after sampling
     adapters, dit_fields = dit_inputs(dit)  # LoRAs, init image, strength, mask, outpaint
     adapters = [*adapters, *guides]
     check_against_backbone(guides, backbone_path)  # a local ControlNet of other widths: refused before loading
     bb_options = backbone_options(dit)  # --transformer-file
-    encoder, backbone, aligner, encoder_path, backbone_path, world = _pick_models(
+    encoder, backbone, aligner, encoder_path, backbone_path, world, note = _pick_models(
         encoder, backbone, aligner, encoder_path, backbone_path)
     if world is not None:
         click.echo(world.message or f"Using the default world {world.name!r}.", err=True)  # say which world answers
+    if note:
+        click.echo(note, err=True)
 
     from x2i_core.generate import X2IPipeline, save_images  # imports torch
     from x2i_cli.quiet import quiet_libraries

@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -48,7 +49,13 @@ def test_loss_halves_and_samples_move_toward_the_teacher(world, tmp_path):
     assert last <= 0.5 * first
 
     trained = AlignNet.from_pretrained(str(tmp_path / "out")).eval()
-    assert trained.config.encoder == world["encoder"] and trained.config.backbone == world["backbone"]
+    # the registered names the folders resolve to, the folders as absolute paths, and the training resolution
+    from x2i_core.plugins import get_registry
+
+    assert trained.config.encoder == get_registry().resolve("encoder", world["encoder"])[0].name
+    assert trained.config.backbone == "flux" and trained.config.resolution == 16
+    assert trained.config.encoder_checkpoint == str(Path(world["encoder"]).resolve())
+    assert trained.config.backbone_checkpoint == str(Path(world["backbone"]).resolve())
     fresh = AlignNet.from_pretrained(str(tmp_path / "init")).eval()
     ev = EvalConfig(data=[world["prompts"]], num_prompts=4, resolution=16, steps=3, teacher_max_length=24, device="cpu")
     before = evaluate_alignnet(ev, encoder=encoder, backbone=backbone, teacher=teacher, alignnet=fresh)
@@ -104,12 +111,137 @@ def test_resume_follows_the_uninterrupted_run(world, tmp_path):
     assert all(torch.allclose(wa[k], wb[k], atol=1e-7) for k in wa)
 
 
-def test_resume_refuses_another_alignnet_architecture(world, tmp_path):
-    run_alignment(tiny_config(world, tmp_path / "o", steps=4, checkpoint_every=2, stop_after=2))
-    with pytest.raises(InputError, match="cannot resume.*--context-layers 0.*given: --context-layers 1"):
-        run_alignment(tiny_config(world, tmp_path / "o", steps=4, checkpoint_every=2, resume="latest",
-                                  context_layers=1))
-    assert not (tmp_path / "o" / "config.json").exists()
+def test_resume_refuses_another_run_and_records_what_it_warns_of(world, tmp_path, capsys):
+    """docs/align.md: architecture, encoder/backbone, loss, temperature and term weights refuse; data files and the
+    other settings warn and are recorded in x2i_align.json; a corrupt checkpoint is one CheckpointError line."""
+    import json
+    import pickle
+    import shutil
+
+    from x2i_core.errors import CheckpointError
+
+    out = tmp_path / "o"
+    resume = dict(steps=4, checkpoint_every=2, resume="latest")
+    previous = os.umask(0o022)
+    try:
+        run_alignment(tiny_config(world, out, steps=4, checkpoint_every=2, stop_after=2))
+    finally:
+        os.umask(previous)
+    for options, match in (
+        ({"context_layers": 1}, "cannot resume.*--context-layers 0.*given: --context-layers 1"),
+        ({"loss": "mse"}, "cannot resume: the checkpoint was trained with --loss rkl, this run asks for --loss mse"),
+        ({"temperature": 2.0}, "--temperature 3.0, this run asks for --temperature 2.0"),
+        ({"image_side_only": True}, "--term-weights double_image=1,double_text=1.*double_text=0"),
+        ({"encoder": "qwen2.5-vl", "encoder_path": "Qwen/Qwen2.5-VL-3B-Instruct"},
+         "aligned with encoder .*, this run uses qwen2.5-vl \\(Qwen/Qwen2.5-VL-3B-Instruct\\)"),
+    ):
+        with pytest.raises(InputError, match=match):
+            run_alignment(tiny_config(world, out, **resume, **options))
+
+    checkpoint = out / "checkpoints" / "step-00000002"
+    bad = tmp_path / "bad-checkpoint"
+    for name, damage, match in (
+        ("state.json", b"{}", "state.json: unreadable or incomplete"),
+        ("optimizer.pt", b"not a torch file", "optimizer.pt cannot be read as tensors only"),
+        ("optimizer.pt", pickle.dumps({"state": print}, protocol=2), "optimizer.pt holds pickled Python objects, "
+                                                                     "not only tensors \\(GLOBAL print\\)"),
+        ("scheduler.pt", b"", "scheduler.pt is not a readable checkpoint"),
+        ("alignnet/diffusion_pytorch_model.safetensors", b"\x00" * 16, "safetensors: unreadable"),
+    ):
+        shutil.rmtree(bad, ignore_errors=True)
+        shutil.copytree(checkpoint, bad)
+        (bad / name).write_bytes(damage)
+        with pytest.raises(CheckpointError, match=match) as caught:
+            run_alignment(tiny_config(world, out, **{**resume, "resume": str(bad)}))
+        assert "\n" not in str(caught.value) and "weights_only" not in str(caught.value)
+    # the same path, another model (the identity recorded with the checkpoint): refused once the models load
+    shutil.rmtree(bad)
+    shutil.copytree(checkpoint, bad)
+    state = json.loads((bad / "state.json").read_text())
+    state.pop("models")
+    (bad / "state.json").write_text(json.dumps({**state, "encoder_identity": "qwen2.5-vl(another)"}))
+    with pytest.raises(InputError, match="aligned with encoder qwen2.5-vl\\(another\\), this run loaded"):
+        run_alignment(tiny_config(world, out, **{**resume, "resume": str(bad)}))
+    assert not (out / "config.json").exists()
+    capsys.readouterr()
+
+    # other data files and another learning rate: a warning, and the record keeps it
+    moved = shutil.copy(world["prompts"], tmp_path / "moved-prompts.txt")
+    previous = os.umask(0o022)
+    try:
+        run_alignment(tiny_config(world, out, **resume, data=[str(moved)], lr=2e-3))
+    finally:
+        os.umask(previous)
+    warning = capsys.readouterr().out
+    assert "Warning: resuming with changed settings (--data: other prompt files" in warning
+    assert "--lr 0.001 -> 0.002" in warning and "x2i_align.json" in warning
+    record = json.loads((out / "x2i_align.json").read_text())
+    [resumed] = record["resumes"]
+    assert resumed["step"] == 2 and resumed["checkpoint"].endswith("step-00000002")
+    assert resumed["warnings"][0].startswith("--data") and "--lr 0.001 -> 0.002" in resumed["warnings"]
+    # the AlignNet and its checkpoints follow the umask (safetensors alone would write 0600)
+    for weights in (out / "diffusion_pytorch_model.safetensors", *out.glob("checkpoints/*/alignnet/*.safetensors")):
+        assert weights.stat().st_mode & 0o777 == 0o644, weights
+
+
+@pytest.fixture
+def no_model_loading(monkeypatch):
+    """Loading a model fails the test (exit 1, not 2): what is refused must be refused before loading."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    for target in ("trainer.load_encoder", "trainer.load_backbone", "evaluate.load_encoder", "evaluate.load_backbone",
+                   "teacher_build.load_backbone"):
+        monkeypatch.setattr(f"x2i_core.align.{target}", refuse)
+
+
+def test_align_and_eval_refuse_bad_inputs_before_loading(world, tmp_path, no_model_loading):
+    from _writable import read_only_dir
+    from x2i_cli.main import cli
+
+    (tmp_path / "some.txt").write_text("a file")
+    blocked, read_only, ok = tmp_path / "some.txt", read_only_dir(tmp_path), str(tmp_path / "ok")
+    align = ["align", "--encoder", world["encoder"], "--backbone", world["backbone"], "--data", world["prompts"],
+             "--device", "cpu", "--quiet"]
+    evaluate = ["eval-align", "--aligner", str(tmp_path / "net"), "--data", world["prompts"], "--device", "cpu"]
+    cases = [
+        (align + ["-o", str(blocked / "out")], "-o " + str(blocked / "out") + ": " + str(blocked) + " is a file"),
+        (align + ["-o", str(read_only / "out")], f"cannot write in {read_only}"),
+        (align + ["-o", ok, "--log-csv", str(blocked / "log.csv")], "--log-csv"),
+        (align + ["--precompute-teacher", str(blocked / "cache")], "--precompute-teacher"),
+        (align + ["-o", ok, "--lr", "nan"], "--lr must be a finite number, got nan"),
+        (align + ["-o", ok, "--temperature", "inf"], "--temperature must be a finite number"),
+        (align + ["-o", ok, "--weight-decay", "nan"], "--weight-decay must be a finite number"),
+        (align + ["-o", ok, "--max-grad-norm", "inf"], "--max-grad-norm must be a finite number"),
+        (align + ["-o", ok, "--hidden-noise", "nan"], "--hidden-noise must be a finite number"),
+        (align + ["-o", ok, "--empty-prompt-prob", "nan"], "--empty-prompt-prob must be a finite number"),
+        (align + ["-o", ok, "--guidance", "inf"], "--guidance must be a finite number"),
+        (align + ["-o", ok, "--term-weights", "double_text=nan"], "weights must be finite"),
+        (align + ["-o", ok, "--resolution", "8192"], "--resolution must be between 1 and 4096"),
+        (align + ["-o", ok, "--batch-size", "100", "--resolution", "1024"], "100 megapixels at once"),
+        (align + ["-o", ok, "--teacher-max-length", "100000"], "--teacher-max-length must be between 1 and 4096"),
+        (evaluate + ["--save-images", str(blocked / "img")], "--save-images"),
+        (evaluate + ["--json", str(blocked / "e.json")], "--json"),
+        (evaluate + ["--json", str(read_only / "e.json")], f"cannot write in {read_only}"),
+        (evaluate + ["--guidance", "nan"], "--guidance must be a finite number"),
+        (evaluate + ["--steps", "5000"], "--steps must be between 1 and 1000"),
+        (evaluate + ["--resolution", "9000"], "--resolution must be between 1 and 4096"),
+        (evaluate + ["--teacher-max-length", "100000"], "--teacher-max-length must be between"),
+    ]
+    runner = CliRunner()
+    for args, match in cases:
+        res = runner.invoke(cli, args)
+        assert res.exit_code == 2, (args, res.output)
+        assert res.output.count("\n") == 1 and match in res.output, (args, res.output)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["some.txt", *([read_only.name] if
+                                                                                read_only.parent == tmp_path else [])])
+
+
+def test_align_refuses_what_memory_cannot_hold(world, tmp_path, monkeypatch):
+    monkeypatch.setattr("x2i_core.limits.available_bytes", lambda device: 1024)
+    with pytest.raises(InputError, match="--batch-size 2 at --resolution 16 needs about .* GiB of working memory"):
+        run_alignment(tiny_config(world, tmp_path / "o"))
+    assert not (tmp_path / "o").exists()
 
 
 def test_init_decides_the_architecture_and_the_record_says_so(world, tmp_path, capsys):
@@ -248,11 +380,16 @@ def test_eval_align_cli_uses_what_the_alignnet_records(world, tmp_path):
     from x2i_cli.main import cli
 
     run_alignment(tiny_config(world, tmp_path / "net", steps=2))
+    # no --encoder, --backbone or --resolution: the AlignNet's record gives all three
     res = CliRunner().invoke(cli, ["eval-align", "--aligner", str(tmp_path / "net"), "--data", world["prompts"],
-                                   "--num-prompts", "2", "--resolution", "16", "--steps", "2",
+                                   "--num-prompts", "2", "--steps", "2",
                                    "--teacher-max-length", "24", "--device", "cpu", "--json", str(tmp_path / "e.json"),
                                    "--save-images", str(tmp_path / "img")])
     assert res.exit_code == 0, res.output
+    assert "Note" not in res.output
+    from PIL import Image
+
+    assert Image.open(tmp_path / "img" / "student-000.png").size == (16, 16)
     assert "PSNR" in res.output and "final latent MSE" in res.output and "double_image" in res.output
     data = json.loads((tmp_path / "e.json").read_text())
     assert data["prompts"] == 2 and data["latent_mse"] >= 0 and len(data["per_prompt"]) == 2

@@ -154,10 +154,17 @@ def test_convert_refuses_pickled_objects(tmp_path, capsys):
     src = tmp_path / "evil.bin"
     with open(src, "wb") as f:
         pickle.dump({"conv.weight": Evil()}, f)
-    with pytest.raises(CheckpointError, match="refusing to unpickle"):
+    with pytest.raises(CheckpointError, match="refusing to unpickle") as caught:
         convert_reference(src, tmp_path / "out")
     assert "this must never run" not in capsys.readouterr().out
     assert not (tmp_path / "out").exists()
+    # torch's own text advises weights_only=False (running the file's code): never passed on
+    assert "weights_only" not in str(caught.value) and "False" not in str(caught.value)
+    with open(src, "wb") as f:
+        pickle.dump({"conv.weight": Evil()}, f, protocol=2)
+    with pytest.raises(CheckpointError, match=r"holds pickled Python objects, not only tensors \(GLOBAL print\)"):
+        convert_reference(src, tmp_path / "out")
+    assert "this must never run" not in capsys.readouterr().out
 
 
 def test_convert_rejects_other_checkpoints(tmp_path):
@@ -180,6 +187,35 @@ def test_convert_cli(tmp_path):
     bad = CliRunner().invoke(cli, ["convert", str(tmp_path / "missing.bin"), "-o", str(tmp_path / "o2")])
     assert bad.exit_code == 2
     assert bad.output.strip().startswith("Error:") and len(bad.output.strip().splitlines()) == 1
+
+
+def test_convert_refuses_unwritable_outputs_records_names_and_follows_the_umask(tmp_path):
+    import os
+
+    from click.testing import CliRunner
+
+    from _writable import read_only_dir
+    from x2i_cli.main import cli
+
+    torch.save(_reference_state_dict(), tmp_path / "diffusion_pytorch_model.bin")
+    (tmp_path / "some.txt").write_text("a file")
+    read_only = read_only_dir(tmp_path)
+    for output, match in ((tmp_path / "some.txt" / "out", "some.txt is a file"),
+                          (tmp_path / "some.txt", "a file is in the way"),
+                          (read_only / "out", f"cannot write in {read_only}")):
+        bad = CliRunner().invoke(cli, ["convert", str(tmp_path / "diffusion_pytorch_model.bin"), "-o", str(output)])
+        assert bad.exit_code == 2 and bad.output.count("\n") == 1 and match in bad.output, bad.output
+    previous = os.umask(0o027)
+    try:
+        out = convert_reference(tmp_path / "diffusion_pytorch_model.bin", tmp_path / "net", encoder="qwen2.5-vl-7b",
+                                backbone="flux-dev")
+    finally:
+        os.umask(previous)
+    assert {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()} == {
+        "config.json": 0o640, "diffusion_pytorch_model.safetensors": 0o640}
+    config = AlignNet.from_pretrained(out).config
+    assert (config.encoder, config.backbone, config.encoder_checkpoint, config.resolution) == (
+        "qwen2.5-vl-7b", "flux-dev", None, None)  # names as given; a converted net knows no checkpoint or resolution
 
 
 @pytest.mark.parametrize("train", [False, True])

@@ -31,7 +31,8 @@ def world(tmp_path_factory):
     enc = load_component("encoder", "qwen2.5-vl", qwen, device="cpu")
     torch.manual_seed(0)
     AlignNet(num_layers=enc.num_layers, hidden_size=enc.hidden_size, prompt_dim=PROMPT_DIM,
-             pooled_dim=POOLED_DIM, encoder="tiny-qwen").save_pretrained(root / "align")
+             pooled_dim=POOLED_DIM, encoder="qwen2.5-vl", encoder_checkpoint=str(qwen), backbone="flux",
+             backbone_checkpoint=str(flux), resolution=32).save_pretrained(root / "align")  # as `x2i align` records
     AlignNet(num_layers=enc.num_layers + 2, hidden_size=enc.hidden_size, prompt_dim=PROMPT_DIM,
              pooled_dim=POOLED_DIM, encoder="some-other-llm").save_pretrained(root / "align-other")
     rng = np.random.default_rng(0)
@@ -102,7 +103,8 @@ def _bad(world, tmp_path, extra, aligner=None):
     out = tmp_path / "never.png"
     result = run([*_models(world, aligner), *SIZE, "-o", str(out), *extra])
     assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
+    # a note that the models differ from the AlignNet's record may come first; the error is one line
+    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("Note: ")]
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     assert list(tmp_path.iterdir()) == []
     return lines[0]
@@ -205,3 +207,107 @@ def test_api_finds_registered_aligner_or_says_what_to_do(world):
         assert found.names["aligner"] == "tiny-align"
     finally:
         registry.remove_plugin("tiny-aligners-test")
+
+
+# -- bad inputs: one line, exit 2, nothing written, nothing loaded ------------------------------------
+@pytest.fixture
+def no_loading(monkeypatch):
+    """Loading any model fails the test (exit 1, not 2): what is refused must be refused before loading."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr("x2i_core.generate.load_component", refuse)
+    monkeypatch.setattr("x2i_core.generate.load_aligner", refuse)
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--guidance", "nan", "a cat"], "--guidance must be a finite number, got nan"),
+    (["--true-cfg", "inf", "a cat"], "--true-cfg must be a finite number, got inf"),
+    (["--width", "8192", "a cat"], "--width must be between 1 and 4096 pixels"),
+    (["-n", "65", "a cat"], "--num-images must be between 1 and 64"),
+    (["-n", "20", "--width", "2048", "--height", "2048", "a cat"], "80 megapixels at once"),
+    (["--steps", "1001", "a cat"], "--steps must be between 1 and 1000"),
+    (["--seed", str(2**64), "a cat"], "--seed must be between"),
+    (["--negative-prompt", "n" * 10_001, "a cat"], "--negative-prompt has 10001 characters"),
+    (["x" * 10_001], "the prompt text has 10001 characters; at most 10000"),
+    (["--init-image", "{root}/a.png", "--strength", "nan", "a cat"], "--strength must be in (0, 1], got nan"),
+    (["--lora", "{root}/a.png:nan", "a cat"], "a.png must be a finite number, got nan"),
+])
+def test_cli_refuses_numbers_and_sizes_before_loading(world, tmp_path, no_loading, extra, match):
+    assert match in _bad(world, tmp_path, [arg.format(root=world.root) for arg in extra])
+
+
+def test_cli_refuses_unwritable_outputs_before_loading(world, tmp_path, no_loading):
+    from _writable import read_only_dir
+
+    (tmp_path / "some.txt").write_text("a file")
+    read_only = read_only_dir(tmp_path)
+    before = sorted(tmp_path.iterdir())
+    for output, match in ((tmp_path / "some.txt" / "out.png", "some.txt is a file"),
+                          (tmp_path / "some.txt", "must be a .png file or a folder"),
+                          (f"{tmp_path / 'some.txt'}/", "a file is in the way"),
+                          (read_only / "out.png", f"cannot write in {read_only}"),
+                          (read_only / "sub" / "out.png", f"cannot write in {read_only}")):
+        result = run([*_models(world), *SIZE, "-o", str(output), "a cat"])
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+        assert match in result.stderr and "Traceback" not in result.output
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_cli_refuses_what_memory_cannot_hold(world, tmp_path, monkeypatch):
+    monkeypatch.setattr("x2i_core.limits.available_bytes", lambda device: 1024)
+    line = _bad(world, tmp_path, ["a cat"])
+    assert "2 image(s) of 32x32" not in line and "1 image(s) of 32x32 needs about" in line and "X2I_MEMORY_CHECK" in line
+
+
+def test_api_refuses_the_same_inputs(pipe, monkeypatch):
+    for kwargs, match in (({"guidance": float("nan")}, "finite"), ({"width": 8192}, "4096"),
+                          ({"num_images": 65}, "num-images"), ({"steps": 5000}, "steps")):
+        with pytest.raises(InputError, match=match):
+            pipe("a cat", **{"width": 32, "height": 32, "steps": 1, **kwargs})
+    with pytest.raises(InputError, match="10001 characters"):
+        pipe("x" * 10_001, width=32, height=32, steps=1)
+    monkeypatch.setattr("x2i_core.limits.available_bytes", lambda device: 1024)
+    with pytest.raises(InputError, match="working memory"):
+        pipe("a cat", width=32, height=32, steps=1)
+
+
+def test_cli_aligner_alone_uses_the_models_it_records(world, tmp_path):
+    import shutil
+
+    out = tmp_path / "x.png"
+    result = run(["--aligner", world.align, "--device", "cpu", *SIZE, "-o", str(out), "a cat"])
+    assert result.exit_code == 0, result.output
+    assert "world" not in result.stderr and "Note" not in result.stderr  # the record wins over the default world
+    meta = read_metadata(out)
+    assert meta["encoder"] == f"qwen2.5-vl ({world.qwen})" and meta["backbone"] == f"flux ({world.flux})"
+    # an explicit option that differs from the record wins, said in one line
+    other = shutil.copytree(world.qwen, tmp_path / "qwen-copy")
+    result = run(["--aligner", world.align, "--encoder-path", str(other), "--device", "cpu", *SIZE,
+                  "-o", str(tmp_path / "y.png"), "a cat"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.strip() == (f"Note: this AlignNet was aligned with encoder qwen2.5-vl ({world.qwen}); "
+                                     f"using qwen2.5-vl ({other})")
+    assert read_metadata(tmp_path / "y.png")["encoder"] == f"qwen2.5-vl ({other})"
+    # half a record (`x2i convert --encoder` alone) is not replaced by the default world: the missing option is named
+    import json
+
+    half = shutil.copytree(world.align, tmp_path / "half")
+    config = json.loads((half / "config.json").read_text())
+    (half / "config.json").write_text(json.dumps({**config, "backbone": None, "backbone_checkpoint": None}))
+    result = run(["--aligner", str(half), "--device", "cpu", "-o", str(tmp_path / "z.png"), "a cat"])
+    assert result.exit_code == 2 and result.stderr.strip() == (
+        "Error: no backbone is named, by an option or by the AlignNet's record: pass --backbone")
+
+
+def test_written_pngs_follow_the_umask(pipe, tmp_path):
+    import os
+
+    images = pipe("a red circle", steps=1, width=32, height=32, num_images=2)
+    previous = os.umask(0o027)
+    try:
+        paths = save_images(images, tmp_path / "out" / "img.png")
+    finally:
+        os.umask(previous)
+    assert [p.stat().st_mode & 0o777 for p in paths] == [0o640, 0o640]
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o750

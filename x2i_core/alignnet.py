@@ -47,6 +47,11 @@ class AlignNet(ModelMixin, ConfigMixin, Aligner):
         # the encoder template it was trained on: None = the encoder's default (x2i's own, what `x2i align`
         # trains with); "reference" for the reference's released AlignNets (`x2i convert` records it)
         prompt_template: str | None = None,
+        # what `x2i align` records so that `--aligner DIR` alone finds its models (None in older folders):
+        # the hub id or absolute folder each model was loaded from, and the square training resolution
+        encoder_checkpoint: str | None = None,
+        backbone_checkpoint: str | None = None,
+        resolution: int | None = None,
     ):
         super().__init__()
         if fusion not in FUSIONS:

@@ -6,12 +6,15 @@ read with torch.load(weights_only=True) only: tensors and plain containers, neve
 """
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from .alignnet import AlignNet
 from .errors import CheckpointError, first_line
+from .outputs import check_output_dir, save_pretrained
 
 # reference key -> our parameter name
 REFERENCE_KEYS = {
@@ -43,20 +46,52 @@ def read_reference_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             obj = load_file(str(path))
         except Exception as exc:
-            raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
+            raise CheckpointError(f"{path} is not a readable safetensors file: {first_line(exc)}") from None
     else:
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise CheckpointError(
-                f"{path} cannot be read as a weights-only checkpoint (refusing to unpickle objects): {first_line(exc)}"
-            ) from exc
+        obj = load_weights_only(path)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path} does not hold a state dict of tensors")
     # DDP-wrapped saves prefix every key with "module."
     return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def load_weights_only(path: str | Path) -> Any:
+    """torch.load(weights_only=True) on the CPU; any failure is one CheckpointError line.
+
+    torch's own refusal text advises re-running with weights_only=False, i.e. running whatever code the file
+    carries; x2i never does that, so the message says what the file holds and how to make a safe one instead.
+    """
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing") from None
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Weights only load failed" in text:
+            lines = text.partition("WeightsUnpickler error:")[2].strip().splitlines()
+            first = lines[0].strip() if lines else ""
+            if first.startswith("Unsupported global:"):  # keep "GLOBAL print", drop torch's allow-list advice
+                found = first.removeprefix("Unsupported global:").split(" was not")[0].strip()
+                raise CheckpointError(
+                    f"{path} holds pickled Python objects, not only tensors ({found}); refusing to unpickle objects, "
+                    f"which could run code from the file: save the weights as a plain state dict of tensors or as "
+                    f".safetensors"
+                ) from None
+            found = f" ({first})" if first and "weights_only" not in first else ""
+            raise CheckpointError(
+                f"{path} cannot be read as tensors only{found}: it is not a torch checkpoint, or it pickles more "
+                f"than tensors; refusing to unpickle objects, which could run code from the file"
+            ) from None
+        raise CheckpointError(f"{path} is not a readable checkpoint ({_safe_line(exc)})") from None
+    except Exception as exc:  # truncated or not a torch file at all: zip, pickle and runtime errors alike
+        raise CheckpointError(f"{path} is not a readable checkpoint ({_safe_line(exc)})") from None
+
+
+def _safe_line(exc: BaseException) -> str:
+    line = first_line(exc)
+    return type(exc).__name__ if "weights_only" in line else f"{type(exc).__name__}: {line}"
 
 
 def alignnet_from_reference(
@@ -114,11 +149,10 @@ def convert_reference(
     dtype: torch.dtype = torch.float32,
 ) -> Path:
     """Read a reference checkpoint and write an AlignNet folder; returns the folder."""
-    output = Path(output)
+    output = check_output_dir(output)  # before reading: a bad -o fails first and leaves nothing
     if output.exists() and any(output.iterdir()):
         raise CheckpointError(f"output folder {output} is not empty")
     model = alignnet_from_reference(
         read_reference_state_dict(source), masked_pool=masked_pool, encoder=encoder, backbone=backbone
     )
-    model.to(dtype).save_pretrained(str(output))
-    return output
+    return save_pretrained(model.to(dtype), output)

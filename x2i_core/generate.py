@@ -15,16 +15,20 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from . import limits
 from .adapters import backbone_inputs, load_adapters, make_request, request_metadata, request_size
+from .aligner_record import fill_models, read_record
 from .alignnet import AlignNet
 from .device import resolve as resolve_device
 from .errors import InputError, PluginError
 from .interfaces import Adapter, Aligner, DiTBackbone, MultimodalEncoder
 from .memory import place_encoder, resolve_memory_level
+from .outputs import check_output_dir, check_output_file, follow_umask
 from .plugins import get_registry, load_component
 from .prompt import MultimodalPrompt
 from .prompt_files import as_prompt
 from .reasoning import DEFAULT_REASON_TOKENS, check_can_reason, reasoned_encoding
+from .request import AdapterChoice
 
 #: PNG text-chunk keys written by save_images, in this order
 METADATA_KEYS = ("prompt", "seed", "steps", "guidance", "true_cfg", "width", "height", "encoder", "backbone", "aligner",
@@ -100,8 +104,8 @@ class X2IPipeline:
     @classmethod
     def from_names(
         cls,
-        encoder: str,
-        backbone: str,
+        encoder: str | None = None,
+        backbone: str | None = None,
         aligner: str | None = None,
         encoder_path: str | None = None,
         backbone_path: str | None = None,
@@ -117,6 +121,7 @@ class X2IPipeline:
     ) -> "X2IPipeline":
         """Load registered components by name (or folder); the aligner is checked against both before use.
 
+        An encoder or backbone not given is the one the aligner records (`x2i align` writes it).
         `on_load(what)` is called before each component loads ("aligner", "encoder", "backbone").
         `adapters`: Adapter instances, AdapterChoice("lora", "style.safetensors", 0.8), a registered adapter
         name, or a tuple (name, checkpoint[, scale[, options]]); read before the backbone loads, applied in order.
@@ -124,7 +129,16 @@ class X2IPipeline:
         `encoder_options`: what only some encoders take (use_audio_in_video=True: read videos' sound tracks).
         `backbone_options`: what only some backbones take (FLUX: transformer_file="finetune.safetensors").
         """
+        chosen, _ = fill_models(read_record(aligner), {"encoder": encoder, "encoder_path": encoder_path,
+                                                       "backbone": backbone, "backbone_path": backbone_path})
+        encoder, encoder_path, backbone, backbone_path = (chosen[k] for k in ("encoder", "encoder_path", "backbone",
+                                                                            "backbone_path"))
+        if not (encoder and backbone):
+            missing = " and ".join(k for k in ("encoder", "backbone") if not chosen[k])
+            raise PluginError(f"no {missing} given, and the aligner records none: name the {missing}")
         level = resolve_memory_level(memory, offload)  # a bad level fails before anything loads
+        limits.check_finite({f"the scale of {a.name} {a.pretrained or ''}".rstrip(): a.scale
+                             for a in adapters or () if isinstance(a, AdapterChoice)})  # --lora F:nan, --ip-scale inf
         device, dtype = resolve_device(device, dtype)
         say = on_load or (lambda what: None)
         registry = get_registry()
@@ -196,6 +210,9 @@ class X2IPipeline:
         a chat-message list (x2i_core.prompt_files).
         """
         prompt = as_prompt(prompt)
+        limits.check_generation(width=width, height=height, num_images=num_images, steps=steps, guidance=guidance,
+                                true_cfg=true_cfg, seed=seed, text=limits.prompt_text(prompt),
+                                negative_prompt=negative_prompt)
         phase = on_phase or (lambda name: None)
         steps = int(steps if steps is not None else self.backbone.default_steps)
         guidance = float(guidance if guidance is not None else self.backbone.default_guidance)
@@ -207,6 +224,10 @@ class X2IPipeline:
         request = make_request(prompt, negative_prompt=negative_prompt, seed=seed, num_images=num_images,
                                **request_fields)
         width, height = request_size(request, width, height, self.backbone)
+        limits.check_image_size(width, height, num_images)  # again: an init image (plus outpaint) sets the size
+        limits.check_finite({"--strength": request.strength,
+                             **{f"--control-scale #{i + 1}": v for i, v in enumerate(request.control_scales)},
+                             **{f"the scale of {k}": v for k, v in request.adapter_scales.items()}})
         if num_images < 1:
             raise InputError(f"the number of images must be at least 1, got {num_images}")
         if steps < 1:
@@ -240,6 +261,10 @@ class X2IPipeline:
 
             conditioning = align(encoded).repeat(num_images)
             negative = align(negative_encoded).repeat(num_images) if use_cfg else None
+        # before the latents exist: the prompt's real token count is known now
+        limits.check_memory(
+            limits.sampling_bytes(self.backbone, num_images, height, width, conditioning.prompt_embeds.shape[1]),
+            param.device, f"{num_images} image(s) of {width}x{height}", "lower --num-images or --width/--height")
         extra: dict[str, Any] = {}
         if use_cfg:
             extra.update(negative=negative, true_cfg_scale=true_cfg)
@@ -286,9 +311,11 @@ def output_paths(output: str | os.PathLike | None, count: int, seed: int = 0) ->
         output = "x2i.png"
     out = Path(output).expanduser()
     if out.is_dir() or str(output).endswith(("/", os.sep)) or out.suffix == "":
+        check_output_dir(out, "-o")  # before anything loads; creates nothing
         return [out / f"x2i-{seed + i}.png" for i in range(count)]
     if out.suffix.lower() != ".png":
         raise InputError(f"the output must be a .png file or a folder, got {out}")
+    check_output_file(out, "-o")
     if count == 1:
         return [out]
     return [out.with_name(f"{out.stem}-{i}{out.suffix}") for i in range(count)]
@@ -334,6 +361,7 @@ def save_images(
             os.close(fd)
             written.append((Path(tmp), path))
             image.save(tmp, format="PNG", pnginfo=info)
+        follow_umask(tmp for tmp, _ in written)  # mkstemp made them 0600
         for tmp, path in written:  # only now do the final names appear
             os.replace(tmp, path)
     except BaseException:

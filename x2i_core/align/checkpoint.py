@@ -18,7 +18,9 @@ from typing import Any, Callable
 
 import torch
 
+from ..convert import load_weights_only
 from ..errors import CheckpointError, first_line
+from ..outputs import save_pretrained
 
 STATE_FILE = "state.json"
 PREFIX = "step-"
@@ -78,7 +80,7 @@ def save_checkpoint(
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        model.save_pretrained(str(tmp / "alignnet"), safe_serialization=True)
+        save_pretrained(model, tmp / "alignnet")  # safetensors writes 0600: follow the umask instead
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         (tmp / STATE_FILE).write_text(json.dumps({**state, "step": step}, indent=2, default=str))
@@ -122,26 +124,53 @@ def find_checkpoint(resume: str, output_dir: str | Path) -> Path:
     return path
 
 
-def _load(path: Path):
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing") from None
-    except Exception as exc:
-        raise CheckpointError(f"{path}: unreadable ({type(exc).__name__}: {first_line(exc)})") from None
+WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
 def load_checkpoint(path: Path, rank: int = 0) -> dict[str, Any]:
-    """state.json, the AlignNet folder and the optimizer / scheduler / this rank's RNG state dicts."""
+    """state.json, the AlignNet's tensors and the optimizer / scheduler / this rank's RNG state dicts, all read and
+    checked now (cheap next to the models), so a corrupt checkpoint is one CheckpointError line before anything
+    big loads."""
     try:
         state = json.loads((path / STATE_FILE).read_text())
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path / STATE_FILE}: unreadable ({exc})") from None
+        step, position = int(state["step"]), int(state["data_position"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path / STATE_FILE}: unreadable or incomplete ({type(exc).__name__}: "
+                              f"{first_line(exc)})") from None
+    if step < 0 or position < 0 or not isinstance(state.get("config", {}), dict):
+        raise CheckpointError(f"{path / STATE_FILE}: not a checkpoint state (step {step}, position {position})")
+    from safetensors.torch import load_file
+
+    weights = path / "alignnet" / WEIGHTS
+    try:
+        # to the CPU: load_state_dict copies onto the module's device (safetensors rejects names like "cpu:0")
+        alignnet = load_file(str(weights), device="cpu")
+    except Exception as exc:  # missing, truncated or not safetensors
+        raise CheckpointError(f"{weights}: unreadable ({type(exc).__name__}: {first_line(exc)})") from None
     rng_file = path / f"rng-rank{rank}.pt"
     return {
         "state": state,
         "alignnet": path / "alignnet",
-        "optimizer": _load(path / "optimizer.pt"),
-        "scheduler": _load(path / "scheduler.pt"),
-        "rng": _load(rng_file) if rng_file.is_file() else None,
+        "alignnet_state": alignnet,
+        "optimizer": load_weights_only(path / "optimizer.pt"),
+        "scheduler": load_weights_only(path / "scheduler.pt"),
+        "rng": load_weights_only(rng_file) if rng_file.is_file() else None,
     }
+
+
+def restore(path: Path, loaded: dict[str, Any], *, alignnet, optimizer, scheduler) -> None:
+    """Put a loaded checkpoint's states into the run's objects; a mismatch (another AlignNet, an edited file) is one
+    CheckpointError line, not a state-dict dump."""
+    for what, load in (("alignnet", lambda: alignnet.load_state_dict(loaded["alignnet_state"])),
+                       ("optimizer.pt", lambda: optimizer.load_state_dict(loaded["optimizer"])),
+                       ("scheduler.pt", lambda: scheduler.load_state_dict(loaded["scheduler"]))):
+        try:
+            load()
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{path / what} does not fit this run ({type(exc).__name__}: "
+                                  f"{first_line(exc)})") from None
+    if loaded["rng"] is not None:
+        try:
+            set_rng_state(loaded["rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{path}: unusable RNG state ({type(exc).__name__}: {first_line(exc)})") from None

@@ -5,8 +5,10 @@ from dataclasses import replace
 
 import torch
 
+from ..aligner_record import resolve_model
 from ..alignnet import AlignNet
 from ..errors import CheckpointError, InputError
+from ..limits import check_memory, training_bytes
 from ..plugins import load_component
 from .config import AlignConfig
 from .teacher_cache import TeacherCache
@@ -57,6 +59,14 @@ def load_teacher(cfg: AlignConfig, backbone):
     return backbone.load_teacher()
 
 
+def check_training_memory(cfg: AlignConfig, backbone, device) -> None:
+    """InputError when one micro-step's estimated working memory exceeds what `device` has free (models loaded)."""
+    needed = training_bytes(backbone, cfg.batch_size, cfg.resolution, cfg.teacher_max_length or 512,
+                            blocks=len(backbone.attention_points()), checkpointing=cfg.gradient_checkpointing)
+    check_memory(needed, device, f"--batch-size {cfg.batch_size} at --resolution {cfg.resolution}",
+                 "lower --batch-size or --resolution (or use --gradient-checkpointing)")
+
+
 def load_init(cfg: AlignConfig) -> AlignNet | None:
     """--init's AlignNet in float32 (None without --init): cheap, so a bad one fails before the big models load."""
     if not cfg.init:
@@ -65,6 +75,16 @@ def load_init(cfg: AlignConfig) -> AlignNet | None:
         return AlignNet.from_pretrained(cfg.init, torch_dtype=torch.float32)
     except CheckpointError as exc:
         raise CheckpointError(f"--init: {exc}") from None
+
+
+def recorded_models(cfg: AlignConfig) -> dict[str, str | None]:
+    """This run's encoder and backbone as the AlignNet records them: registered names and the checkpoints actually
+    loaded (hub ids, or absolute folders), so `--aligner DIR` alone finds them from any working folder. Resolving
+    is cheap, so an unknown name fails here, before anything loads."""
+    encoder, encoder_checkpoint = resolve_model("encoder", cfg.encoder, cfg.encoder_path)
+    backbone, backbone_checkpoint = resolve_model("backbone", cfg.backbone, cfg.backbone_path)
+    return {"encoder": encoder, "encoder_checkpoint": encoder_checkpoint,
+            "backbone": backbone, "backbone_checkpoint": backbone_checkpoint}
 
 
 ARCHITECTURE = ("fusion", "skip_layers", "token_kernel", "context_layers", "masked_pool")  # AlignNet options --init fixes
@@ -81,12 +101,15 @@ def adopt_init_architecture(cfg: AlignConfig, init: AlignNet | None) -> tuple[Al
     return replace(cfg, **taken), changed
 
 
-def build_alignnet(cfg: AlignConfig, encoder, backbone, init: AlignNet | None = None) -> AlignNet:
-    """A fresh AlignNet sized for the encoder and backbone, or --init's weights (`init`, if already loaded)."""
+def build_alignnet(cfg: AlignConfig, encoder, backbone, init: AlignNet | None = None,
+                   models: dict[str, str | None] | None = None) -> AlignNet:
+    """A fresh AlignNet sized for the encoder and backbone, or --init's weights (`init`, if already loaded); either
+    records the models (`models`, default `recorded_models(cfg)`) and the training resolution in its config."""
+    record = {**(models or recorded_models(cfg)), "resolution": cfg.resolution}
     net = init if init is not None else load_init(cfg)
     if net is not None:
         net.check_fits(encoder, backbone)
-        net.register_to_config(encoder=cfg.encoder, backbone=cfg.backbone)
+        net.register_to_config(**record)
         return net.float()
     if cfg.skip_layers >= encoder.num_layers:
         raise InputError(f"--skip-layers {cfg.skip_layers} leaves nothing to fuse: {encoder.identity} gives "
@@ -95,5 +118,5 @@ def build_alignnet(cfg: AlignConfig, encoder, backbone, init: AlignNet | None = 
         num_layers=encoder.num_layers, hidden_size=encoder.hidden_size,
         prompt_dim=backbone.prompt_embed_dim, pooled_dim=backbone.pooled_embed_dim,
         fusion=cfg.fusion, masked_pool=cfg.masked_pool, skip_layers=cfg.skip_layers,
-        token_kernel=cfg.token_kernel, context_layers=cfg.context_layers, encoder=cfg.encoder, backbone=cfg.backbone,
+        token_kernel=cfg.token_kernel, context_layers=cfg.context_layers, **record,
     )

@@ -4,10 +4,12 @@ Plain data (no torch), so the CLI can build it before anything heavy is imported
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import InputError
+from ..limits import MAX_TEXT_TOKENS, check_finite, check_image_size, check_range
 
 LOSSES = ("rkl", "kl", "js", "mse")
 TIMESTEP_MODES = ("one", "uniform", "shifted")
@@ -82,6 +84,11 @@ class AlignConfig:
 
     def validate(self) -> None:
         """Raise InputError for settings that cannot work, naming the option."""
+        # first: NaN passes every comparison below (nan <= 0 is False)
+        check_finite({"--lr": self.lr, "--max-grad-norm": self.max_grad_norm, "--weight-decay": self.weight_decay,
+                      "--temperature": self.temperature, "--hidden-noise": self.hidden_noise,
+                      "--empty-prompt-prob": self.empty_prompt_prob, "--guidance": self.guidance,
+                      **{f"--term-weights {k}": v for k, v in self.term_weights.items()}})
         choices = {
             "loss": (self.loss, LOSSES), "timesteps": (self.timesteps, TIMESTEP_MODES),
             "optimizer": (self.optimizer, OPTIMIZERS), "mixed_precision": (self.mixed_precision, MIXED_PRECISION),
@@ -98,6 +105,10 @@ class AlignConfig:
         for name in ("steps", "batch_size", "grad_accum", "resolution", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        # a batch is sampled at once: the same pixel budget as generation, no cap on the count of small images
+        check_image_size(self.resolution, self.resolution, self.batch_size, width_option="--resolution",
+                         height_option="--resolution", count_option="--batch-size", max_count=None)
+        check_range("--teacher-max-length", self.teacher_max_length, 1, MAX_TEXT_TOKENS, " tokens")
         if self.lr <= 0 or self.temperature <= 0:
             raise InputError("--lr and the temperature must be positive")
         if self.warmup < 0 or self.max_grad_norm <= 0:
@@ -150,6 +161,6 @@ def parse_term_weights(text: str | None) -> dict[str, float]:
             weights[name] = float(value)
         except ValueError:
             raise InputError(f"--term-weights: {value!r} is not a number (in {item!r})") from None
-        if weights[name] < 0:
-            raise InputError(f"--term-weights: weights must be >= 0, got {item!r}")
+        if not math.isfinite(weights[name]) or weights[name] < 0:
+            raise InputError(f"--term-weights: weights must be finite and >= 0, got {item!r}")
     return weights

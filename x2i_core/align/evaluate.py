@@ -11,15 +11,18 @@ Metrics, stated plainly:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 
 import torch
 
+from ..aligner_record import fill_models, read_record
 from ..alignnet import AlignNet
 from ..device import resolve as resolve_device
-from .components import load_backbone, load_encoder, load_teacher
-from .config import AlignConfig
+from ..errors import InputError
+from ..limits import MAX_STEPS, MAX_TEXT_TOKENS, check_finite, check_image_size, check_memory, check_range, sampling_bytes
+from ..outputs import check_output_dir
+from .components import load_backbone, load_encoder, load_teacher, transformer_device
+from .config import LOSSES, TIMESTEP_MODES, AlignConfig
 from .data import PromptStream
 from .hooks import term_kind
 from .sampling import step_generator
@@ -32,14 +35,15 @@ class EvalConfig:
 
     aligner: str = ""  # an AlignNet folder
     data: list[str] = field(default_factory=list)  # held-out prompts (the first num_prompts, in file order)
-    encoder: str = "qwen2.5-vl-7b"
-    backbone: str = "flux-dev"
+    # None: what the AlignNet records (`x2i align` writes it), else the paper's qwen2.5-vl-7b and flux-dev
+    encoder: str | None = None
+    backbone: str | None = None
     encoder_path: str | None = None
     backbone_path: str | None = None
     num_prompts: int = 8
     text_key: str = "text"
     steps: int | None = None  # sampling steps; None: the backbone's default
-    resolution: int | None = None  # None: the backbone's default size
+    resolution: int | None = None  # None: the AlignNet's training resolution, else the backbone's default size
     guidance: float | None = None
     seed: int = 0
     loss: str = "rkl"
@@ -51,6 +55,30 @@ class EvalConfig:
     save_images: str | None = None  # write teacher-<i>.png / student-<i>.png pairs here
     device: str | None = None
     dtype: str | None = None
+
+    def validate(self) -> None:
+        """Raise InputError for settings that cannot work, naming the option (before anything loads)."""
+        check_finite({"--guidance": self.guidance, "--temperature": self.temperature})
+        if self.loss not in LOSSES or self.timesteps not in TIMESTEP_MODES:
+            raise InputError(f"--loss must be one of {', '.join(LOSSES)} and --timesteps one of "
+                             f"{', '.join(TIMESTEP_MODES)}, got {self.loss!r} and {self.timesteps!r}")
+        if self.temperature <= 0:
+            raise InputError(f"the temperature must be positive, got {self.temperature:g}")
+        if self.num_prompts < 1:
+            raise InputError(f"--num-prompts must be at least 1, got {self.num_prompts}")
+        check_range("--steps", self.steps, 1, MAX_STEPS)
+        check_image_size(self.resolution, self.resolution, 1, width_option="--resolution", height_option="--resolution")
+        check_range("--teacher-max-length", self.teacher_max_length, 1, MAX_TEXT_TOKENS, " tokens")
+
+    def with_recorded_models(self) -> tuple["EvalConfig", str | None]:
+        """Encoder, backbone and resolution not given taken from what the AlignNet records (the paper's models when
+        it records none), and one note line when a given one differs from the record."""
+        record = read_record(self.aligner)
+        chosen, note = fill_models(record, {"encoder": self.encoder, "encoder_path": self.encoder_path,
+                                            "backbone": self.backbone, "backbone_path": self.backbone_path})
+        chosen["encoder"] = chosen["encoder"] or "qwen2.5-vl-7b"
+        chosen["backbone"] = chosen["backbone"] or "flux-dev"
+        return replace(self, **chosen, resolution=self.resolution or record.resolution), note
 
 
 @dataclass
@@ -97,6 +125,9 @@ def _sample(backbone, conditioning, latents, *, size, steps, guidance):
 @torch.no_grad()
 def evaluate_alignnet(cfg: EvalConfig, *, encoder=None, backbone=None, teacher=None, alignnet=None) -> EvalResult:
     """Run the comparison; already-loaded components may be passed in (tests compare two AlignNets this way)."""
+    cfg.validate()
+    cfg, _ = cfg.with_recorded_models()  # the CLI prints the note; here the record only fills what is missing
+    out_dir = check_output_dir(cfg.save_images, "--save-images") if cfg.save_images else None  # before any loading
     data = [cfg.data] if isinstance(cfg.data, str) else list(cfg.data)
     prompts = PromptStream.from_specs(data, text_key=cfg.text_key).first(cfg.num_prompts)
     shared = AlignConfig(
@@ -116,7 +147,10 @@ def evaluate_alignnet(cfg: EvalConfig, *, encoder=None, backbone=None, teacher=N
     steps = int(cfg.steps or backbone.default_steps)
     guidance = float(backbone.default_guidance if cfg.guidance is None else cfg.guidance)
     shared.resolution = size
-    out_dir = Path(cfg.save_images).expanduser() if cfg.save_images else None
+    backbone.check_size(size, size)
+    # one prompt at a time, sampled twice, plus the no-grad distillation pass
+    check_memory(sampling_bytes(backbone, 1, size, size, cfg.teacher_max_length or 512), transformer_device(backbone),
+                 f"--resolution {size}", "lower --resolution")
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import signal
 import threading
@@ -27,10 +28,14 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import InputError
+from ..outputs import check_output_dir, check_output_file, save_pretrained
 from ..prompt import MultimodalPrompt
 from . import checkpoint as ckpt
 from .accelerator import make_accelerator
-from .components import ARCHITECTURE, adopt_init_architecture, build_alignnet, load_backbone, load_encoder, load_init, load_teacher
+from .components import (
+    ARCHITECTURE, adopt_init_architecture, build_alignnet, check_training_memory, load_backbone, load_encoder,
+    load_init, load_teacher, recorded_models,
+)
 from .config import AlignConfig
 from .data import PromptStream
 from .hooks import captured_attention
@@ -214,7 +219,11 @@ def run_alignment(cfg: AlignConfig) -> TrainResult:
     accelerator = make_accelerator(cfg)
     rank, world = accelerator.process_index, accelerator.num_processes
     is_main = accelerator.is_main_process
-    output = Path(cfg.output_dir).expanduser()  # created only once inputs and models have loaded: no partial output
+    # created only once inputs and models have loaded (no partial output), but checked now, before any loading
+    output = check_output_dir(cfg.output_dir, "-o")
+    if cfg.log_csv:
+        check_output_file(cfg.log_csv, "--log-csv")
+    models = recorded_models(cfg)  # an unknown name fails here, before anything loads
     set_seed(cfg.seed)
 
     stream = PromptStream.from_specs(cfg.data, text_key=cfg.text_key, seed=cfg.seed, buffer_size=cfg.shuffle_buffer,
@@ -228,32 +237,33 @@ def run_alignment(cfg: AlignConfig) -> TrainResult:
     cfg, overridden = adopt_init_architecture(cfg, init)
     if overridden and is_main:
         print(f"The AlignNet's architecture comes from --init: {', '.join(overridden)}")
+    data_files = [str(Path(f).expanduser().resolve()) for f in stream.files]
+    loaded, resumes = None, []
+    if resume_from is not None:  # read and checked whole before the models load: a bad checkpoint costs nothing
+        loaded = ckpt.load_checkpoint(resume_from, rank)
+        notes = _check_resume_settings(loaded["state"], cfg, world, accelerator, models=models, data_files=data_files)
+        resumes = [*loaded["state"].get("resumes", []),
+                   {"step": int(loaded["state"]["step"]), "checkpoint": str(resume_from), "warnings": notes}]
     encoder = load_encoder(cfg, device)
     backbone = load_backbone(cfg, device)
+    if loaded is not None:
+        resumes[-1]["warnings"] += _check_resume_identity(loaded["state"], encoder, backbone, is_main)
     teacher = load_teacher(cfg, backbone)
     guidance = float(backbone.default_guidance if cfg.guidance is None else cfg.guidance)
     if cfg.gradient_checkpointing:
         backbone.transformer.enable_gradient_checkpointing()
+    check_training_memory(cfg, backbone, device)
 
-    alignnet = build_alignnet(cfg, encoder, backbone, init).to(device)
+    alignnet = build_alignnet(cfg, encoder, backbone, init, models).to(device)
     alignnet.train()
     optimizer = make_optimizer(cfg, alignnet.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, partial(cosine_with_warmup, warmup=cfg.warmup, total=cfg.steps))
 
     start_step, skipped_steps = 0, 0
-    if resume_from is not None:
-        loaded = ckpt.load_checkpoint(resume_from, rank)
+    if loaded is not None:
         state = loaded["state"]
-        _check_resume_settings(state, cfg, world, accelerator)
-        from safetensors.torch import load_file
-
-        # to the CPU first: load_state_dict copies onto the module's device (safetensors rejects names like "cpu:0")
-        alignnet.load_state_dict(load_file(str(loaded["alignnet"] / "diffusion_pytorch_model.safetensors"), device="cpu"))
-        optimizer.load_state_dict(loaded["optimizer"])
-        scheduler.load_state_dict(loaded["scheduler"])
-        if loaded["rng"] is not None:
-            ckpt.set_rng_state(loaded["rng"])
+        ckpt.restore(resume_from, loaded, alignnet=alignnet, optimizer=optimizer, scheduler=scheduler)
         start_step, skipped_steps = int(state["step"]), int(state.get("skipped_steps", 0))
         stream.position = int(state["data_position"])
 
@@ -267,6 +277,7 @@ def run_alignment(cfg: AlignConfig) -> TrainResult:
         state = {
             "data_position": stream.position, "skipped_steps": skipped_steps, "world_size": world,
             "config": cfg.to_dict(), "encoder_identity": encoder.identity, "backbone_identity": backbone.identity,
+            "models": models, "data_files": data_files, "resumes": resumes,
         }
         return ckpt.save_checkpoint(
             output, step, model=accelerator.unwrap_model(model), optimizer=optimizer, scheduler=scheduler,
@@ -330,12 +341,15 @@ def run_alignment(cfg: AlignConfig) -> TrainResult:
         board.close()
     if not interrupted and is_main:
         final = accelerator.unwrap_model(model)
-        final.save_pretrained(str(output), safe_serialization=True)
+        save_pretrained(final, output)  # safetensors writes 0600: follow the umask instead
         record = {
             "encoder": cfg.encoder, "encoder_path": cfg.encoder_path, "encoder_identity": encoder.identity,
             "backbone": cfg.backbone, "backbone_path": cfg.backbone_path, "backbone_identity": backbone.identity,
+            # what `--aligner OUT` takes as its defaults (also in config.json): registered names, checkpoints used
+            "models": models, "resolution": cfg.resolution,
             "steps": step, "last_loss": last_loss, "skipped_steps": skipped_steps, "processes": world,
             "config": cfg.to_dict(),
+            "resumes": resumes,  # each resume: from which step and checkpoint, and the changed settings it warned of
         }
         (output / RECORD_FILE).write_text(json.dumps(record, indent=2, default=str))
     accelerator.wait_for_everyone()
@@ -356,21 +370,82 @@ def _kind_means(terms: dict[str, float]) -> dict[str, float]:
     return {k: sum(v) / len(v) for k, v in sums.items()}
 
 
-def _check_resume_settings(state: dict, cfg: AlignConfig, world: int, accelerator) -> None:
-    """Warn (main process) when settings that shape the trajectory differ from the checkpoint's."""
+#: settings that define what the AlignNet is trained to match: a resume that changes one is refused
+LOSS_SETTINGS = ("loss", "temperature")
+#: settings that change the path, not the target: a resume that changes one warns and records it in x2i_align.json
+TRAJECTORY_SETTINGS = ("batch_size", "grad_accum", "seed", "timesteps", "intermediate_latents", "resolution", "guidance",
+                       "teacher_max_length", "lr", "warmup", "steps", "max_grad_norm", "weight_decay", "hidden_noise",
+                       "empty_prompt_prob", "shuffle_buffer", "text_key")
+
+
+def _options(settings: dict) -> str:
+    return ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in settings.items())
+
+
+def _check_resume_settings(state: dict, cfg: AlignConfig, world: int, accelerator, *, models: dict | None = None,
+                           data_files: list[str] | None = None) -> list[str]:
+    """Refuse, in one line naming the setting, a resume that would make another run: the AlignNet's architecture,
+    the encoder or backbone, the loss, its temperature or term weights. Warn (main process) about the settings
+    that only change the path (data files, TRAJECTORY_SETTINGS, the process count) and return them for the record.
+    """
     saved = state.get("config", {})
     # the AlignNet's architecture must match the checkpoint's weights: refuse in one line, not a state-dict dump
     shape = [k for k in ARCHITECTURE if k in saved and saved[k] != getattr(cfg, k)]
     if shape:
         raise InputError("cannot resume: the checkpoint's AlignNet was built with "
-                         + ", ".join(f"--{k.replace('_', '-')} {saved[k]}" for k in shape)
-                         + "; pass the same options (given: "
-                         + ", ".join(f"--{k.replace('_', '-')} {getattr(cfg, k)}" for k in shape) + ")")
-    changed = [k for k in ("batch_size", "grad_accum", "seed", "loss", "timesteps", "resolution", "lr", "warmup", "steps",
-                                "weight_decay", "hidden_noise", "empty_prompt_prob")
-               if k in saved and saved[k] != getattr(cfg, k)]
+                         + _options({k: saved[k] for k in shape}) + "; pass the same options (given: "
+                         + _options({k: getattr(cfg, k) for k in shape}) + ")")
+    recorded, chosen = state.get("models") or {}, models or {}
+    for kind in ("encoder", "backbone"):
+        was = (recorded.get(kind), recorded.get(f"{kind}_checkpoint"))
+        now = (chosen.get(kind), chosen.get(f"{kind}_checkpoint"))
+        if was[0] and now[0] and was != now:
+            raise InputError(f"cannot resume: the checkpoint was aligned with {kind} {was[0]} ({was[1]}), this run "
+                             f"uses {now[0]} ({now[1]}); pass the checkpoint's --{kind}/--{kind}-path (a moved "
+                             f"folder counts as another model)")
+    loss = {k: saved[k] for k in LOSS_SETTINGS if k in saved and saved[k] != getattr(cfg, k)}
+    if "term_weights" in saved:
+        before = replace(cfg, term_weights=saved["term_weights"],
+                         image_side_only=saved.get("image_side_only", cfg.image_side_only)).weights()
+        if before != cfg.weights():
+            loss["term_weights"] = ",".join(f"{k}={v:g}" for k, v in before.items())
+    if loss:
+        given = {k: (",".join(f"{n}={v:g}" for n, v in cfg.weights().items()) if k == "term_weights"
+                     else getattr(cfg, k)) for k in loss}
+        raise InputError(f"cannot resume: the checkpoint was trained with {_options(loss)}, this run asks for "
+                         f"{_options(given)}; the loss defines what the AlignNet learns: pass the checkpoint's "
+                         f"settings, or start a new run in another -o")
+    changed = [f"--{k.replace('_', '-')} {saved[k]} -> {getattr(cfg, k)}"
+               for k in TRAJECTORY_SETTINGS if k in saved and saved[k] != getattr(cfg, k)]
+    before_files = state.get("data_files")
+    if before_files is None and "data" in saved:  # checkpoints written before data_files was recorded
+        before_files = [os.path.abspath(os.path.expanduser(p)) for p in saved["data"]]
+        data_files = [os.path.abspath(os.path.expanduser(p)) for p in cfg.data]
+    if before_files is not None and data_files is not None and before_files != data_files:
+        changed.insert(0, f"--data: other prompt files than the checkpoint's ({len(before_files)} -> {len(data_files)} "
+                          f"files), so its data position points into another stream")
     if state.get("world_size") not in (None, world):
         changed.append(f"processes {state['world_size']} -> {world}")
     if changed and accelerator.is_main_process:
-        print(f"Warning: resuming with changed settings ({', '.join(map(str, changed))}); "
-              f"the run will not follow the interrupted one exactly")
+        print(f"Warning: resuming with changed settings ({', '.join(map(str, changed))}); the run will not follow "
+              f"the interrupted one exactly (recorded in {RECORD_FILE})")
+    return [str(c) for c in changed]
+
+
+def _check_resume_identity(state: dict, encoder, backbone, is_main: bool = True) -> list[str]:
+    """Compare the loaded models' identities with the checkpoint's. Without a `models` record (checkpoints older
+    than it) the identity is all there is: a difference refuses. With one, names and checkpoints already matched
+    before loading, so a difference is the plugin's own spelling (a relative vs absolute folder): a warning,
+    returned for the record; a model of other widths then fails to restore the AlignNet, in one line."""
+    changed = []
+    for kind, model in (("encoder", encoder), ("backbone", backbone)):
+        saved = state.get(f"{kind}_identity")
+        if not saved or saved == model.identity:
+            continue
+        if not state.get("models"):
+            raise InputError(f"cannot resume: the checkpoint was aligned with {kind} {saved}, this run loaded "
+                             f"{model.identity}; pass the checkpoint's --{kind}/--{kind}-path")
+        changed.append(f"{kind} identity {saved} -> {model.identity}")
+    if changed and is_main:
+        print(f"Warning: resuming with {', '.join(changed)} (recorded in {RECORD_FILE})")
+    return changed
