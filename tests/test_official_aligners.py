@@ -135,3 +135,48 @@ def test_fetch_aligner_from_a_file_copied_by_hand(tmp_path):
     assert bad.returncode == 2 and "not an official aligner" in bad.stderr
     offline = _x2i(["fetch-aligner", "x2i-qwen2.5-vl-3b"], env, tmp_path)
     assert offline.returncode == 2 and "--from FILE" in offline.stderr and "Traceback" not in offline.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    """A tiny Qwen2.5-VL and a tiny Flux folder, and the shape of a reference AlignNet that fits both."""
+    from x2i_core.plugins import load_component
+    from x2i_plugins.backbones.flux.tiny import POOLED_DIM, PROMPT_DIM, write_tiny_flux
+    from x2i_plugins.encoders.qwen25vl.tiny import write_tiny_qwen25vl
+
+    root = tmp_path_factory.mktemp("models")
+    qwen = write_tiny_qwen25vl(root / "qwen", seed=0)
+    flux = write_tiny_flux(root / "flux", seed=0, with_teacher=False)
+    enc = load_component("encoder", "qwen2.5-vl", qwen, device="cpu")
+    shape = dict(layers=enc.num_layers, hidden=enc.hidden_size, prompt=PROMPT_DIM, pooled=POOLED_DIM)
+    return str(qwen), str(flux), shape
+
+
+@pytest.mark.parametrize("backbone, variant_note", [("flux-dev", False), ("flux-schnell", True)])
+def test_generate_needs_no_aligner_with_the_hub_stand_in(tiny_models, tmp_path, backbone, variant_note):
+    qwen, flux, shape = tiny_models
+    hub_stand_in(tmp_path / "hub", **shape)
+    env = {"HF_HUB_CACHE": str(tmp_path / "hub"), "X2I_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    args = ["generate", "--encoder", "qwen2.5-vl-7b", "--encoder-path", qwen, "--backbone", backbone,
+            "--backbone-path", flux, "--width", "32", "--height", "32", "--steps", "2", "--device", "cpu",
+            "-o", str(tmp_path / "out.png"), "a cat reading a newspaper"]
+    result = _x2i(args, env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out.png").is_file()
+    assert f"registered AlignNet '{NAME}'" in result.stderr
+    assert ("aligned on flux-dev, used here with flux-schnell" in result.stderr) == variant_note
+    from x2i_core.generate import read_metadata
+
+    assert read_metadata(tmp_path / "out.png")["aligner"] == NAME
+
+
+def test_generate_offline_without_the_file_is_one_line(tiny_models, tmp_path):
+    qwen, flux, _ = tiny_models
+    env = {"HF_HUB_CACHE": str(tmp_path / "empty-hub"), "X2I_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    args = ["generate", "--encoder", "qwen2.5-vl-7b", "--encoder-path", qwen, "--backbone", "flux-dev",
+            "--backbone-path", flux, "--device", "cpu", "-o", str(tmp_path / "out.png"), "a cat"]
+    result = _x2i(args, env, tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and "x2i fetch-aligner x2i-qwen2.5-vl-7b --from FILE" in error[0]
+    assert not (tmp_path / "out.png").exists()

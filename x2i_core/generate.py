@@ -64,7 +64,9 @@ def load_aligner(aligner: str, *, device=None, dtype=None) -> Aligner:
     return module.to(device=device).eval().requires_grad_(False)
 
 
-def _aligner_for(encoder: str, backbone: str) -> str:
+def _aligner_for(encoder: str, backbone: str) -> tuple[str, str]:
+    """The registered aligner that fits (name) and the one line that says which was picked, and on which FLUX
+    variant it was aligned when that is another than the one in use."""
     registry = get_registry()
     enc = registry.resolve("encoder", encoder)[0].name
     bb = registry.resolve("backbone", backbone)[0].name
@@ -74,7 +76,10 @@ def _aligner_for(encoder: str, backbone: str) -> str:
             f"no AlignNet is registered for encoder {enc!r} with backbone {bb!r}: pass --aligner "
             f"(a folder or hub id) or train one with `x2i align`"
         )
-    return found[0].name
+    spec = found[0]
+    aligned_on = spec.fits.get("backbone")
+    where = f" (aligned on {aligned_on}, used here with {bb})" if aligned_on and aligned_on != bb else ""
+    return spec.name, f"using the registered AlignNet {spec.name!r} for {enc}{where}; --aligner picks another"
 
 
 class X2IPipeline:
@@ -147,7 +152,10 @@ class X2IPipeline:
             if not (path or default):
                 option = "--encoder-path" if kind == "encoder" else "--backbone-path"
                 raise PluginError(f"{kind} {spec.name!r} has no default checkpoint: give {option} (a folder or hub id)")
-        aligner_name = aligner or _aligner_for(encoder, backbone)
+        picked_note = None
+        if aligner is None:
+            aligner, picked_note = _aligner_for(encoder, backbone)
+        aligner_name = aligner
         # the aligner first: it is small and a wrong one should fail before gigabytes load
         say("aligner")
         align = load_aligner(aligner_name, device=device, dtype=dtype)
@@ -170,6 +178,8 @@ class X2IPipeline:
         memory_kw = {"memory": level} if memory is not None else {}  # backbones without levels take offload alone
         bb = load_component("backbone", backbone, backbone_path, device=device, dtype=dtype, offload=offload,
                             **memory_kw, **(backbone_options or {}))
+        if picked_note:
+            bb.notes = [picked_note, *bb.notes]
         _note_own_alignment(bb, backbone, align.made_for.get("backbone"))
         label = lambda name, path: f"{name} ({path})" if path else name  # noqa: E731
         names = {"encoder": label(encoder, encoder_path), "backbone": label(backbone, backbone_path),
