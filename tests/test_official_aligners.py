@@ -79,6 +79,7 @@ def test_first_use_converts_second_reuses(caches):
     assert (record["repo_id"], record["filename"], record["revision"]) == (REPO, FILE, COMMIT)
     assert len(record["source_sha256"]) == 64 and net.config.encoder == "qwen2.5-vl-7b"
     assert net.masked_pool is False  # the reference's weights average padding too
+    assert net.prompt_template == "reference"  # its encoder gives the inputs it was trained on
     state = torch.load(source, weights_only=True)["state_dict"]
     assert torch.equal(net.layer_fusion.weight, state["conv.weight"])
     source.unlink()  # a second use needs neither the hub nor the source file
