@@ -23,6 +23,10 @@ OPTIONS = [
     click.option("--mask", metavar="FILE", help="Inpaint: repaint where this mask is white (the init image's size)."),
     click.option("--outpaint", metavar="L,T,R,B",
                  help="Outpaint: extend the init image by these pixel margins (left, top, right, bottom)."),
+    click.option("--lightcontrol", metavar="DIR", help="A LightControl branch (x2i train-lightcontrol) for edits: it "
+                 "reads the source image (default: the first --image)."),
+    click.option("--lightcontrol-image", metavar="FILE", help="The source image of --lightcontrol, if not the first --image."),
+    click.option("--lightcontrol-scale", type=float, default=1.0, show_default=True, help="LightControl strength."),
 ]
 
 
@@ -48,6 +52,17 @@ def dit_inputs(values: dict) -> tuple[list, dict]:
         adapters.append(choice)
     if values.get("lora_fuse") and not adapters:
         raise InputError("--lora-fuse needs at least one --lora")
+    light = values.get("lightcontrol")
+    if light:
+        if not (Path(light).expanduser() / "config.json").is_file():
+            raise InputError(f"--lightcontrol takes a folder made by x2i train-lightcontrol (config.json): {light}")
+        image = values.get("lightcontrol_image")
+        if image and not Path(image).expanduser().is_file():
+            raise InputError(f"--lightcontrol-image file not found: {image}")
+        adapters.append(AdapterChoice("lightcontrol", light, float(values.get("lightcontrol_scale", 1.0)),
+                                      {"image": image} if image else {}))
+    elif values.get("lightcontrol_image"):
+        raise InputError("--lightcontrol-image needs a --lightcontrol")
     fields = {key: values[key] for key in ("init_image", "strength", "mask") if values.get(key) is not None}
     if values.get("outpaint"):
         fields["outpaint"] = parse_outpaint(values["outpaint"])

@@ -39,6 +39,7 @@ _LAZY = {
     "resolve_device": "x2i_core.device",
     "MEMORY_LEVELS": "x2i_core.memory", "resolve_memory_level": "x2i_core.memory",
     "OfficialAligner": "x2i_core.official",
+    "LightControlNet": "x2i_core.lightcontrol", "encode_lightcontrol_source": "x2i_core.lightcontrol",
 }
 _RENAMED = {"resolve_device": "resolve"}  # public name -> name in its module
 
