@@ -366,3 +366,43 @@ def test_shape_readout_finds_shape_only_where_the_states_carry_it():
     assert shape["heldout"][0] >= 0.9 and shape["seen"][0] >= 0.9
     colour = shape_readout(Fake("colour", COLOURS), n_fit=60, n_test=30, steps=100)
     assert colour["heldout"][0] <= 0.6  # colour alone says nothing of shape in the fit scenes
+
+
+def test_answer_reader_scores_what_a_description_names():
+    from x2i_shapes_lab.reason import read_answer, score_answer
+
+    scene = scenes(31, 1, split="train", two_prob=0.0)[0]
+    shape = scene.shapes[0]
+    assert score_answer(caption(scene, "en", full=True), scene) == {"colour": True, "shape": True,
+                                                                     "colour_shape": True, "exact": True}
+    other = next(s for s in ("circle", "square", "triangle") if s != shape.shape)
+    wrong = score_answer(f"a {shape.colour} {other}", scene)
+    assert wrong["colour"] and not wrong["shape"] and not wrong["colour_shape"] and not wrong["exact"]
+    assert read_answer("nothing here") == {"colour": None, "shape": None}
+
+
+@shipped
+def test_reason_mode_draws_from_the_mllm_answer_as_x2i_generate_reason_does():
+    import torch
+    from click.testing import CliRunner
+
+    from x2i_core import X2IPipeline
+    from x2i_shapes_lab.benchmark import generate_batched, load_world, prompts_and_targets
+    from x2i_shapes_lab.reason import ReasonStudent, asking, run_reason_set
+
+    backbone, encoder, aligner = load_world()
+    summary, said, answers, images, _ = run_reason_set(backbone, encoder, aligner, "image", 2, steps=2)
+    assert len(answers) == len(images) == 2 and all(answers)
+    assert {"colour", "shape", "all", "colour_shape"} <= set(summary) and set(said) == {"colour", "shape", "colour_shape", "exact"}
+    assert all(0.0 <= v <= 1.0 for v in (*summary.values(), *said.values()))
+    # the lab's student is the computation of X2IPipeline(reason=True) on the same dialogue: the same pixels
+    prompt = prompts_and_targets("image", 1)[0][0]
+    student = ReasonStudent(encoder, aligner, max_new_tokens=40)
+    ours = generate_batched(backbone, student, [prompt], steps=2, seed=5)[0]
+    theirs = X2IPipeline(encoder, aligner, backbone)(asking(prompt), steps=2, seed=5, reason=True, reason_tokens=40)[0]
+    assert theirs.info["answer"] == student.answers[0]
+    assert np.abs(np.asarray(ours, dtype=np.int16) - np.asarray(theirs, dtype=np.int16)).max() <= 1
+    result = CliRunner().invoke(shapes, ["eval", "--set", "image-seen", "-n", "2", "--steps", "2", "--reason"])
+    assert result.exit_code == 0 and "reason  image-seen n=2" in result.output and "answer  image-seen" in result.output, result.output
+    result = CliRunner().invoke(shapes, ["eval", "--model", "teacher", "--reason", "-n", "2"])
+    assert result.exit_code == 2 and "needs --model student" in result.output

@@ -24,7 +24,19 @@ def shapes():
 @click.option("--encoder-path", default=None, help="MLLM folder (default: the shipped one).")
 @click.option("--true-cfg", type=float, default=None, help="True CFG scale, 1 = off (default: the preset's, 3).")
 @click.option("--json-out", default=None, help="Also write the results as JSON here.")
-def eval_cmd(model, sets, num, steps, aligner, backbone_path, encoder_path, true_cfg, json_out):
+@click.option("--reason", is_flag=True,
+              help="Student only: the MLLM first answers --reason-prompt about each prompt (greedy) and its answer's "
+                   "hidden states condition the image, as `x2i generate --reason`; the answers are scored too.")
+@click.option("--reason-prompt", default=None,
+              help="The instruction asked after each prompt, as a user turn of its own (default: the world's "
+                   "captioning task, \"describe it in english\").")
+@click.option("--reason-tokens", default=None, type=int, help="The answer's token cap (default 40).")
+@click.option("--reason-states", type=click.Choice(["answer", "dialogue", "retyped"]), default=None,
+              help="What conditions the image: the answer's tokens (default, `x2i generate --reason`), the dialogue's "
+                   "then the answer's (`--reason-with-prompt`), or the answer's text typed as a new English prompt "
+                   "(a diagnostic: the text path on the same words).")
+def eval_cmd(model, sets, num, steps, aligner, backbone_path, encoder_path, true_cfg, json_out, reason, reason_prompt,
+             reason_tokens, reason_states):
     """Generate from held-out prompts and print per-attribute and all-correct accuracy."""
     import numpy as np
 
@@ -32,9 +44,16 @@ def eval_cmd(model, sets, num, steps, aligner, backbone_path, encoder_path, true
     from .evaluate import format_summary, score, summarise
     from .world import render
 
+    from .reason import REASON_PROMPT, REASON_TOKENS, colour_and_shape, run_reason_set
+
     unknown = [name for name in sets if name not in SETS]
     if unknown:
         raise click.BadParameter(f"{', '.join(unknown)}: the sets are {', '.join(SETS)}", param_hint="--set")
+    if (reason or reason_prompt or reason_tokens or reason_states) and model != "student":
+        raise click.UsageError("--reason (and its options) needs --model student: only the MLLM answers")
+    if reason_tokens is not None and reason_tokens < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--reason-tokens")
+    reason = reason or bool(reason_prompt) or reason_tokens is not None or bool(reason_states)
     results = {}
     if model == "truth":
         for name in sets or ("heldout", "seen", "edit"):
@@ -51,11 +70,22 @@ def eval_cmd(model, sets, num, steps, aligner, backbone_path, encoder_path, true
             backbone.default_true_cfg = true_cfg
         steps = steps or backbone.default_steps
         fn = student_fn(encoder, align) if model == "student" else teacher_fn(backbone)
-        default = SETS if model == "student" else ("heldout", "seen")
+        default = ("image", "image-seen") if reason else SETS if model == "student" else ("heldout", "seen")
         for name in sets or default:
             if model == "teacher" and name not in ("heldout", "seen"):
                 raise click.UsageError("the teacher reads English text only: --set heldout or seen")
-            summary, _, _ = run_set(backbone, fn, name, num, steps=steps)
+            if reason:
+                summary, said, answers, _, _ = run_reason_set(
+                    backbone, encoder, align, name, num, steps=steps, instruction=reason_prompt or REASON_PROMPT,
+                    max_new_tokens=reason_tokens or REASON_TOKENS, states=reason_states or "answer")
+                results[name] = {**summary, "answer": said, "answers": answers}
+                click.echo(f"reason  {name:8s} {format_summary(summary, num)}")
+                click.echo(f"answer  {name:8s} {format_summary(said, num)} (what the answers' text names; the first: "
+                           f"{answers[0]!r})")
+                continue
+            summary, images, targets = run_set(backbone, fn, name, num, steps=steps)
+            if name in ("image", "image-seen", "edit"):  # the report's image->image figure
+                summary["colour_shape"] = colour_and_shape(images, targets)
             results[name] = summary
             click.echo(f"{model:7s} {name:8s} {format_summary(summary, num)}")
     if json_out:

@@ -77,6 +77,14 @@ def write_report(num: int = 400, ablations: str | None = None, log=print) -> Pat
             summary, images, targets = run_set(backbone, fn, name, num, steps=steps)
             res[(who, name)], imgs[(who, name)] = summary, images
             log(f"{who:7s} {name:8s} {format_summary(summary, num)}")
+    from .reason import REASON_PROMPT, run_reason_set
+
+    said = {}  # image prompts through --reason: the MLLM describes the scene, its answer's states draw it
+    for name in ("image", "image-seen"):
+        summary, said[name], _, imgs[("reason", name)], _ = run_reason_set(backbone, encoder, aligner, name, num,
+                                                                           steps=steps)
+        res[("student --reason", name)] = summary
+        log(f"reason  {name:8s} {format_summary(summary, num)}; answers: {format_summary(said[name], num)}")
     truth = {}
     for name in ("heldout", "seen", "edit"):
         _, targets, checks = prompts_and_targets(name, num)
@@ -239,7 +247,8 @@ def write_report(num: int = 400, ablations: str | None = None, log=print) -> Pat
         "| model | prompt set | colour | shape | size | position | background | all correct |",
         "|---|---|---|---|---|---|---|---|",
         line("teacher", "heldout"), line("teacher", "seen"), line("student", "heldout"), line("student", "seen"),
-        line("student", "german"), line("student", "image"), line("student", "image-seen"), line("student", "edit"),
+        line("student", "german"), line("student", "image"), line("student", "image-seen"),
+        line("student --reason", "image"), line("student --reason", "image-seen"), line("student", "edit"),
         "",
         f"- Performance Ratio (student / teacher all-correct): held-out {_pct(ratio(s_held, t_held))}, "
         f"seen pairs {_pct(ratio(s_seen, t_seen))}. On the mean per-attribute accuracy (steadier when all-correct "
@@ -253,6 +262,13 @@ def write_report(num: int = 400, ablations: str | None = None, log=print) -> Pat
         f"all attributes {_pct(img['all'])}. The same on scenes of training pairs (`image-seen`, which tells a "
         f"failed transfer from a vision path that does not compose held-out pairs): colour and shape preserved "
         f"{_pct(img_seen_cs)}, all attributes {_pct(res[('student', 'image-seen')]['all'])}.",
+        f"- Image prompts through `--reason` (the MLLM first answers \"{REASON_PROMPT}\" about the scene, greedy, "
+        f"and its answer's hidden states condition the image, as `x2i generate --reason`; rows `student --reason`): "
+        f"colour and shape preserved {_pct(res[('student --reason', 'image')]['colour_shape'])} held-out "
+        f"(direct {_pct(img_cs)}), {_pct(res[('student --reason', 'image-seen')]['colour_shape'])} on `image-seen` "
+        f"(direct {_pct(img_seen_cs)}). The answers' text names the scene's colour and shape in "
+        f"{_pct(said['image']['colour_shape'])} of held-out scenes and {_pct(said['image-seen']['colour_shape'])} "
+        f"of seen ones (exact full caption {_pct(said['image']['exact'])} / {_pct(said['image-seen']['exact'])}).",
         f"- Image + text editing (\"make it <colour>\", target = recoloured scene): all correct "
         f"{_pct(res[('student', 'edit')]['all'])}, colour {_pct(res[('student', 'edit')]['colour'])}.",
         "",
@@ -290,6 +306,6 @@ def write_report(num: int = 400, ablations: str | None = None, log=print) -> Pat
     out.write_text("\n".join(md))
     (DOCS_DIR / "shapes_world.json").write_text(json.dumps(
         {"results": {f"{a}/{b}": v for (a, b), v in res.items()}, "truth": truth, "vae_reconstruction": vae_rec, "probe": probed,
-         "image_colour_shape": img_cs, "image_seen_colour_shape": img_seen_cs, "agreement": agree, "mllm_tasks": tasks, "ablations": {k: v[2] for k, v in abl.items()}}, indent=1))
+         "image_colour_shape": img_cs, "image_seen_colour_shape": img_seen_cs, "reason_answers": said, "agreement": agree, "mllm_tasks": tasks, "ablations": {k: v[2] for k, v in abl.items()}}, indent=1))
     log(f"wrote {out}")
     return out
