@@ -182,3 +182,21 @@ def test_with_kontext_the_source_tokens_get_no_residual(files):
     request = GenerationRequest(init_image=files["dark"])
     edited, controlled = _sample(kontext, request=request), _sample(kontext, [adapter], request=request)
     assert controlled.shape == edited.shape and not torch.equal(edited, controlled)
+
+
+def test_a_dev_controlnet_on_a_backbone_without_guidance(files, tmp_path):
+    """schnell has no guidance embedder; a ControlNet trained on dev has one and gets the request's guidance."""
+    from diffusers import FluxPipeline, FluxTransformer2DModel
+
+    from x2i_plugins.backbones.flux.tiny import flux_scheduler, tiny_vae
+
+    torch.manual_seed(4)
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+        joint_attention_dim=PROMPT_DIM, pooled_projection_dim=POOLED_DIM, guidance_embeds=False, axes_dims_rope=(4, 6, 6))
+    FluxPipeline(scheduler=flux_scheduler(), vae=tiny_vae(), transformer=transformer, text_encoder=None, tokenizer=None,
+                 text_encoder_2=None, tokenizer_2=None).save_pretrained(str(tmp_path / "schnell"))
+    backbone = load_component("backbone", "flux-schnell", str(tmp_path / "schnell"), device="cpu")
+    adapter = _adapter(backbone, files["cn"], image=files["edges"])
+    assert adapter.model.config.guidance_embeds and not backbone.transformer.config.guidance_embeds
+    assert not torch.equal(_sample(backbone, [adapter]), _sample(backbone))

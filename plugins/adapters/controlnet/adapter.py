@@ -78,7 +78,12 @@ class ControlGuide(Guide):
         conds = [cond.expand(info.batch, *cond.shape[1:]) for cond in conds]
         modes = [torch.full((info.batch,), -1 if mode is None else int(mode), device=info.device, dtype=torch.long)
                  for _, mode, _ in self.controls]
-        return {"multi": FluxMultiControlNetModel([net]), "conds": conds, "modes": modes,
+        # a ControlNet trained on FLUX.1-dev has a guidance embedder even on a backbone without one (schnell)
+        guidance = None
+        if net.config.guidance_embeds:
+            value = request.guidance if request is not None and request.guidance is not None else 3.5
+            guidance = torch.full((info.batch,), float(value), device=info.device, dtype=torch.float32)
+        return {"multi": FluxMultiControlNetModel([net]), "conds": conds, "modes": modes, "guidance": guidance,
                 "scales": [float(s) for _, _, s in self.controls],
                 "blocks": (len(backbone.transformer.transformer_blocks),
                            len(backbone.transformer.single_transformer_blocks))}
@@ -88,12 +93,13 @@ class ControlGuide(Guide):
         attention = dict(step.joint_attention_kwargs)
         if net.union and "attention_mask" in attention:  # the mode token is one more (real) text key
             mask = attention["attention_mask"]
-            attention["attention_mask"] = torch.cat([mask[..., :1], mask], dim=-1)
+            attention["attention_mask"] = torch.cat([torch.ones_like(mask[..., :1]), mask], dim=-1)
         double, single = state["multi"](
             hidden_states=step.latents, controlnet_cond=state["conds"], controlnet_mode=state["modes"],
             conditioning_scale=state["scales"], encoder_hidden_states=step.prompt_embeds,
             pooled_projections=step.pooled_prompt_embeds, timestep=step.timestep, img_ids=step.img_ids,
-            txt_ids=step.txt_ids, guidance=step.guidance if net.config.guidance_embeds else None,
+            txt_ids=step.txt_ids, guidance=(step.guidance if step.guidance is not None else state["guidance"])
+            if net.config.guidance_embeds else None,
             joint_attention_kwargs=attention or None, return_dict=False)
         repeat = net.input_hint_block is not None  # XLabs ControlNets repeat their few double-block residuals
         blocks, single_blocks = state["blocks"]
