@@ -39,6 +39,10 @@ _LAZY = {
     "resolve_device": "x2i_core.device",
     "MEMORY_LEVELS": "x2i_core.memory", "resolve_memory_level": "x2i_core.memory",
     "OfficialAligner": "x2i_core.official",
+    **{n: "x2i_core.hf_encoding" for n in ("HFEncoder", "quiet_transformers", "check_loaded", "find_chat_template",
+       "read_checkpoint_tensor", "with_lm_head", "check_reserved", "video_frames", "pad_to", "pad_rows", "to_model",
+       "stack_hidden_states", "masked_encoding", "answer_encoding", "token_ids", "greedy_reply",
+       "reference_text", "reference_message", "joined_text")},
     "LightControlNet": "x2i_core.lightcontrol", "encode_lightcontrol_source": "x2i_core.lightcontrol",
 }
 _RENAMED = {"resolve_device": "resolve"}  # public name -> name in its module

@@ -18,20 +18,20 @@ videos are patchified by hand into real `pixel_values_videos` (see video.py) wit
 """
 from __future__ import annotations
 
-import json
 import math
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from x2i_core import (CheckpointError, EncodedPrompt, InputError, MultimodalEncoder, MultimodalPrompt,
-                      chat_messages, expand_placeholders, first_line, load_image, sample_video)
+from x2i_core import (CheckpointError, EncodedPrompt, HFEncoder, InputError, MultimodalPrompt, answer_encoding,
+                      chat_messages, check_loaded, check_reserved, expand_placeholders, find_chat_template, first_line,
+                      greedy_reply, load_image, masked_encoding, quiet_transformers, reference_message,
+                      stack_hidden_states, to_model, token_ids, video_frames, with_lm_head)
+from x2i_core import reference_text as text_dict
 from x2i_core import resolve_device as resolve
 
-from .lm_head import lm_head_weight
 from .video import video_patches
 
 IMAGE_TOKEN = "<|image_pad|>"
@@ -56,25 +56,15 @@ def reference_text(text: str, has_media: bool) -> str:
     with media, the form its multimodal front end (x2i_comfyui/model.py, inference_multi_turn.py) wrote."""
     if has_media:
         return str({"Text input": text, "Instruction editing description": "", "image input": "yes"})
-    return str({"Text input": text, "Instruction editing description": "no", "image input": "no"})
+    return text_dict(text)
 
 
-def reference_message(turn) -> dict:
-    """One turn as the reference wrote it: a user turn's media, then its text wrapped in the instruction dict (its
-    multi-turn script did so for every user turn); other turns as they are."""
-    text = " ".join(str(p.value) for p in turn.parts if p.modality == "text" and str(p.value).strip())
-    if turn.role != "user":
-        return {"role": turn.role, "content": [{"type": "text", "text": text}]}
-    content = [{"type": p.modality} for p in turn.parts if p.modality != "text"]
-    content.append({"type": "text", "text": reference_text(text, len(content) > 0)})
-    return {"role": "user", "content": content}
-
-
-class Qwen25VLEncoder(MultimodalEncoder):
+class Qwen25VLEncoder(HFEncoder):
     """Qwen2.5-VL (3B, 7B or any folder of that architecture) as a multimodal prompt encoder."""
 
     modalities = frozenset({"text", "image", "video"})
     supports_reply = True
+    name = "qwen2.5-vl"
 
     def __init__(
         self,
@@ -152,20 +142,16 @@ class Qwen25VLEncoder(MultimodalEncoder):
             tokenizer = AutoTokenizer.from_pretrained(pretrained, **hub)
             # The PIL class explicitly: the default (torchvision) class is unavailable without torchvision.
             image_processor = Qwen2VLImageProcessorPil.from_pretrained(pretrained, **hub)
-            with _quiet_transformers():  # its load report lists the lm_head we skip on purpose
+            with quiet_transformers():  # its load report lists the lm_head we skip on purpose
                 model, info = Qwen2_5_VLModel.from_pretrained(
                     pretrained, config=config, dtype=dtype, device_map=str(device),
                     attn_implementation=attn_implementation, output_loading_info=True, **hub,
                 )
         except Exception as exc:  # hub offline, corrupt safetensors, a broken tokenizer file ...
             raise CheckpointError(f"cannot load Qwen2.5-VL from {pretrained}: {first_line(exc)}") from exc
-        missing = sorted(info.get("missing_keys") or ()) + sorted(k for k, *_ in info.get("mismatched_keys") or ())
-        if missing:  # random weights would encode garbage without any error downstream
-            raise CheckpointError(
-                f"{pretrained} lacks or mismatches {len(missing)} Qwen2.5-VL weights (first: {missing[0]})"
-            )
+        check_loaded(info, pretrained, "Qwen2.5-VL")
         tokenizer.padding_side = "right"
-        chat_template = _chat_template(pretrained, tokenizer, hub)
+        chat_template = find_chat_template(pretrained, tokenizer, [IMAGE_TOKEN], hub)
         encoder = cls(
             model, tokenizer, image_processor, chat_template, pretrained=pretrained,
             max_pixels=max_pixels, min_pixels=min_pixels, video_max_pixels=video_max_pixels,
@@ -174,49 +160,14 @@ class Qwen25VLEncoder(MultimodalEncoder):
         encoder._hub = hub
         return encoder
 
-    # -- shapes and identity ---------------------------------------------------------------------
-    @property
-    def num_layers(self) -> int:
-        """C: decoder layers + 1 (the embedding output)."""
-        return self.model.config.text_config.num_hidden_layers + 1
-
-    @property
-    def hidden_size(self) -> int:
-        """H: the language model's width."""
-        return self.model.config.text_config.hidden_size
-
-    @property
-    def identity(self) -> str:
-        """e.g. "qwen2.5-vl(Qwen/Qwen2.5-VL-7B-Instruct)": saved with AlignNets to name mismatches."""
-        return f"qwen2.5-vl({self.pretrained})"
-
-    @property
-    def device(self) -> torch.device:
-        """Where the model's weights are."""
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The model's weight dtype (hidden states come out in it)."""
-        return next(self.model.parameters()).dtype
-
-    def to(self, device=None, dtype=None) -> "Qwen25VLEncoder":
-        """Move (and optionally cast) the model; returns self."""
-        self.model.to(device=device, dtype=dtype)
-        if self._generator is not None:
-            self._generator.lm_head.to(device=device, dtype=dtype)
-        return self
-
     # -- the prompt template ---------------------------------------------------------------------
     def render(self, prompt: MultimodalPrompt, *, add_generation_prompt: bool = False,
                template: str | None = None) -> str:
         """The dialogue as template text, one <|image_pad|>/<|video_pad|> per image/video (not yet expanded)."""
-        for turn in prompt.turns:
-            for part in turn.parts:
-                if part.modality == "text" and any(token in str(part.value) for token in RESERVED_TOKENS):
-                    raise InputError(f"the prompt text contains a reserved Qwen token ({', '.join(RESERVED_TOKENS)})")
+        check_reserved(prompt, RESERVED_TOKENS, "Qwen")
         if (template or self.template) == "reference":
-            messages, add_generation_prompt = [reference_message(turn) for turn in prompt.turns], True
+            messages = [reference_message(turn, reference_text) for turn in prompt.turns]
+            add_generation_prompt = True
         else:
             messages = chat_messages(prompt)
         return self.tokenizer.apply_chat_template(
@@ -287,29 +238,16 @@ class Qwen25VLEncoder(MultimodalEncoder):
     def encode(self, prompts: Sequence[MultimodalPrompt | str]) -> EncodedPrompt:
         """All hidden states (B, layers + 1, S, H), embedding output first, and the (B, S) bool mask."""
         inputs = self.prepare(prompts)
-        hidden_states = self._forward(inputs)
-        mask = inputs["attention_mask"].to(hidden_states.device).bool()
-        if self.template == "reference":  # the reference attended to and averaged over every row, padding included
-            mask = torch.ones_like(mask)
-        # zero the padding so that what an aligner sees there never depends on the batch (reference: none masked)
-        hidden_states = hidden_states * mask[:, None, :, None].to(hidden_states.dtype)
-        return EncodedPrompt(hidden_states, mask)
+        # the reference attended to and averaged over every row, padding included
+        return masked_encoding(self._forward(inputs), inputs["attention_mask"], keep_padding=self.template == "reference")
 
     def _model_inputs(self, inputs: dict) -> dict:
-        device = self.device
-        inputs = {k: v.to(device) for k, v in inputs.items()}
-        for key in ("pixel_values", "pixel_values_videos"):
-            if key in inputs:
-                inputs[key] = inputs[key].to(self.dtype)
-        return inputs
+        return to_model(inputs, self.device, self.dtype, ("pixel_values", "pixel_values_videos"))
 
     def _forward(self, inputs: dict) -> torch.Tensor:
         self.model.rope_deltas = None  # a cache for incremental decoding; never carry it between prompts
         out = self.model(**self._model_inputs(inputs), output_hidden_states=True, use_cache=False, return_dict=True)
-        hidden_states = torch.stack(out.hidden_states, dim=1)
-        if hidden_states.shape[1] != self.num_layers:
-            raise RuntimeError(f"expected {self.num_layers} hidden states, the model returned {hidden_states.shape[1]}")
-        return hidden_states
+        return stack_hidden_states(out, self.num_layers)
 
     def _lengths(self, texts: list[str]) -> list[int]:
         return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
@@ -320,13 +258,11 @@ class Qwen25VLEncoder(MultimodalEncoder):
         """The model's greedy answer to the prompt's dialogue (x2i template + generation prompt)."""
         inputs = self._model_inputs(self.prepare([MultimodalPrompt.coerce(prompt)], answers=[""]))
         generator = self._language_head()
-        stops = [i for i in (self.tokenizer.convert_tokens_to_ids("<|im_end|>"), self.tokenizer.eos_token_id)
-                 if isinstance(i, int) and i >= 0]
         self.model.rope_deltas = None
-        out = generator.generate(**inputs, max_new_tokens=int(max_new_tokens), do_sample=False,
-                                 eos_token_id=stops or None, pad_token_id=self.tokenizer.pad_token_id)
+        answer = greedy_reply(generator, self.tokenizer, inputs, max_new_tokens=max_new_tokens,
+                              stop_ids=token_ids(self.tokenizer, ["<|im_end|>"]), pad_token_id=self.tokenizer.pad_token_id)
         self.model.rope_deltas = None
-        return self.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        return answer
 
     @torch.no_grad()
     def encode_reply(self, prompt: MultimodalPrompt, answer: str, *, with_prompt: bool = False) -> EncodedPrompt:
@@ -335,11 +271,7 @@ class Qwen25VLEncoder(MultimodalEncoder):
         answer_tokens = len(self.tokenizer(answer, add_special_tokens=False)["input_ids"])
         if answer_tokens == 0 and not with_prompt:
             raise InputError("the answer is empty: nothing to encode")
-        hidden_states = self._forward(inputs)
-        if not with_prompt:
-            hidden_states = hidden_states[:, :, hidden_states.shape[2] - answer_tokens:]
-        mask = torch.ones(hidden_states.shape[0], hidden_states.shape[2], dtype=torch.bool, device=hidden_states.device)
-        return EncodedPrompt(hidden_states, mask)
+        return answer_encoding(self._forward(inputs), answer_tokens, with_prompt=with_prompt)
 
     def _language_head(self):
         """Qwen2_5_VLForConditionalGeneration around the loaded base model and the checkpoint's lm_head (built once,
@@ -347,16 +279,8 @@ class Qwen25VLEncoder(MultimodalEncoder):
         if self._generator is None:
             from transformers import Qwen2_5_VLForConditionalGeneration
 
-            with torch.device("meta"):
-                generator = Qwen2_5_VLForConditionalGeneration(self.model.config)
-            generator.model = self.model
-            embed = self.model.get_input_embeddings().weight
-            weight = lm_head_weight(self.pretrained, ("lm_head.weight", "model.lm_head.weight"), self._hub)
-            head = torch.nn.Linear(embed.shape[1], embed.shape[0], bias=False, device=embed.device, dtype=embed.dtype)
-            # small checkpoints tie the lm_head to the embeddings and store no copy of it
-            head.weight = embed if weight is None else torch.nn.Parameter(weight.to(embed), requires_grad=False)
-            generator.lm_head = head.requires_grad_(False)
-            self._generator = generator.eval()
+            self._generator = with_lm_head(Qwen2_5_VLForConditionalGeneration, self.model, self.pretrained,
+                                           ("lm_head.weight", "model.lm_head.weight"), self._hub)
         return self._generator
 
     # -- media -----------------------------------------------------------------------------------
@@ -374,13 +298,7 @@ class Qwen25VLEncoder(MultimodalEncoder):
 
     def _video_frames(self, value: Any) -> tuple[list, float]:
         """Frames and their sampling rate, from a video file or a list of frames (taken at video_fps)."""
-        if isinstance(value, (list, tuple)):
-            if not value:
-                raise InputError("a video given as frames needs at least one frame")
-            step = max(1.0, len(value) / self.max_frames)  # evenly thin out long lists, as for files
-            picked = [value[int(i * step)] for i in range(min(len(value), self.max_frames))]
-            return [load_image(v) for v in picked], self.video_fps
-        return sample_video(value, fps=self.video_fps, max_frames=self.max_frames)
+        return video_frames(value, fps=self.video_fps, max_frames=self.max_frames)
 
 
 def _check_options(max_pixels, min_pixels, video_max_pixels, video_fps, max_frames, template="x2i",
@@ -397,46 +315,6 @@ def _check_options(max_pixels, min_pixels, video_max_pixels, video_fps, max_fram
         )
     if video_fps <= 0 or max_frames < 1:
         raise InputError(f"need video_fps > 0 and max_frames >= 1, got video_fps={video_fps}, max_frames={max_frames}")
-
-
-def _chat_template(pretrained: str, tokenizer, hub: dict) -> str:
-    """The checkpoint's multimodal chat template: the processor's file, else the tokenizer's.
-
-    The processor's template (chat_template.json, or .jinja in newer saves) is the one that places
-    images and videos; a tokenizer may carry a text-only one, so each candidate must render an image.
-    """
-    from transformers.utils import cached_file
-
-    candidates = []
-    for fname in ("chat_template.json", "chat_template.jinja"):
-        try:
-            found = cached_file(pretrained, fname, _raise_exceptions_for_missing_entries=False, **hub)
-        except OSError:
-            found = None
-        if found:
-            text = Path(found).read_text(encoding="utf-8")
-            candidates.append(json.loads(text)["chat_template"] if fname.endswith(".json") else text)
-    own = tokenizer.chat_template
-    candidates.append(own.get("default") if isinstance(own, dict) else own)
-    probe = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "x"}]}]
-    for template in filter(None, candidates):
-        rendered = tokenizer.apply_chat_template(probe, chat_template=template, tokenize=False)
-        if rendered.count(IMAGE_TOKEN) == 1:
-            return template
-    raise CheckpointError(f"{pretrained} has no chat template that places images (chat_template.json or tokenizer)")
-
-
-@contextmanager
-def _quiet_transformers():
-    """Silence transformers' warnings (not errors) for the duration of a load."""
-    from transformers.utils import logging as hf_logging
-
-    previous = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(previous)
 
 
 def _name(value: Any) -> str:
