@@ -25,12 +25,14 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from x2i_core import (CheckpointError, EncodedPrompt, InputError, MultimodalEncoder, MultimodalPrompt,
-                      chat_messages, first_line, load_image, sample_video)
+from x2i_core import (CheckpointError, EncodedPrompt, HFEncoder, InputError, MultimodalPrompt, answer_encoding,
+                      chat_messages, check_loaded, check_reserved, find_chat_template, first_line, greedy_reply,
+                      joined_text, load_image, masked_encoding, pad_rows, quiet_transformers, reference_message,
+                      stack_hidden_states, to_model, token_ids, video_frames, with_lm_head)
+from x2i_core import reference_text as text_dict
 from x2i_core import resolve_device as resolve
 
 from .convert import converted_folder, is_original_layout, local_source
-from .weights import lm_head_weight, quiet_transformers
 
 START, END, CONTEXT, VIDEO = "<img>", "</img>", "<IMG_CONTEXT>", "<video>"
 RESERVED_TOKENS = (START, END, CONTEXT, VIDEO, "<image>")
@@ -43,14 +45,15 @@ def reference_text(text: str, has_media: bool) -> str:
     with media, the dict its InternVL inference script used (no "image input" key)."""
     if has_media:
         return str({"Text input": text, "Instruction editing description": "no"})
-    return str({"Text input": text, "Instruction editing description": "no", "image input": "no"})
+    return text_dict(text)
 
 
-class InternVLEncoder(MultimodalEncoder):
+class InternVLEncoder(HFEncoder):
     """InternVL (native -hf checkpoints, or original ones converted on load) as a multimodal prompt encoder."""
 
     modalities = frozenset({"text", "image", "video"})
     supports_reply = True
+    name = "internvl"
 
     def __init__(self, model, tokenizer, image_processor, chat_template: str, *, pretrained: str = "",
                  weights_folder: str = "", max_tiles: int = 1, video_fps: float = 1.0, max_frames: int = 16,
@@ -111,63 +114,28 @@ class InternVLEncoder(MultimodalEncoder):
                 )
         except Exception as exc:  # hub offline, corrupt safetensors, a broken tokenizer file ...
             raise CheckpointError(f"cannot load InternVL from {pretrained}: {first_line(exc)}") from exc
-        missing = sorted(info.get("missing_keys") or ()) + sorted(k for k, *_ in info.get("mismatched_keys") or ())
-        if missing:  # random weights would encode garbage without any error downstream
-            raise CheckpointError(f"{pretrained} lacks or mismatches {len(missing)} InternVL weights (first: {missing[0]})")
+        check_loaded(info, pretrained, "InternVL")
         padding_side = tokenizer.padding_side  # what the checkpoint's tokenizer config says: the reference relied on it
         if tokenizer.pad_token is None:
             tokenizer.pad_token = "<|endoftext|>"  # the reference's pad token for InternVL
-        chat_template = _chat_template(pretrained, folder, tokenizer, hub)
+        chat_template = find_chat_template(folder, tokenizer, [CONTEXT, "<image>"], hub, name=pretrained)
         encoder = cls(model, tokenizer, image_processor, chat_template, pretrained=pretrained, weights_folder=folder,
                       max_tiles=max_tiles, video_fps=video_fps, max_frames=max_frames, template=template,
                       reference_length=reference_length, reference_padding_side=padding_side)
         encoder._hub = hub
         return encoder
 
-    # -- shapes and identity ---------------------------------------------------------------------
-    @property
-    def num_layers(self) -> int:
-        """C: decoder layers + 1 (the embedding output)."""
-        return self.model.config.text_config.num_hidden_layers + 1
-
-    @property
-    def hidden_size(self) -> int:
-        """H: the language model's width."""
-        return self.model.config.text_config.hidden_size
-
-    @property
-    def identity(self) -> str:
-        """e.g. "internvl(OpenGVLab/InternVL2_5-1B)": saved with AlignNets to name mismatches."""
-        return f"internvl({self.pretrained})"
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
-    def to(self, device=None, dtype=None) -> "InternVLEncoder":
-        """Move (and optionally cast) the model; returns self."""
-        self.model.to(device=device, dtype=dtype)
-        if self._generator is not None:
-            self._generator.lm_head.to(device=device, dtype=dtype)
-        return self
-
     # -- the prompt templates --------------------------------------------------------------------
     def render(self, prompt: MultimodalPrompt, *, add_generation_prompt: bool = False, template: str | None = None) -> str:
         """The prompt as text with one image tag per image and one video tag per video (not yet expanded)."""
-        for turn in prompt.turns:
-            for part in turn.parts:
-                if part.modality == "text" and any(t in str(part.value) for t in RESERVED_TOKENS):
-                    raise InputError(f"the prompt text contains a reserved InternVL token ({', '.join(RESERVED_TOKENS)})")
+        check_reserved(prompt, RESERVED_TOKENS, "InternVL")
         reference = (template or self.template) == "reference"
         if reference and not prompt.history:  # the reference's training: no chat template, the dict string alone
             tags = "".join((self.image_tag if p.modality == "image" else self.video_tag) + "\n" for p in prompt.media())
-            return tags + reference_text(_joined_text(prompt.parts), bool(prompt.media()))
+            return tags + reference_text(joined_text(prompt.parts), bool(prompt.media()))
         if reference:  # a dialogue: each user turn's text wrapped in the dict, through the chat template
-            messages, add_generation_prompt = [_reference_message(turn) for turn in prompt.turns], True
+            messages = [reference_message(turn, reference_text) for turn in prompt.turns]
+            add_generation_prompt = True
         else:
             messages = chat_messages(prompt)
         return self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False,
@@ -219,15 +187,8 @@ class InternVLEncoder(MultimodalEncoder):
             if answers is not None:
                 ids = ids + self.tokenizer(answers[i], add_special_tokens=False)["input_ids"]
             rows.append(ids)
-        side = self.reference_padding_side if reference else "right"
-        length = max(max(map(len, rows)), self.reference_length if reference else 0)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.full((len(rows), length), pad, dtype=torch.long)
-        mask = torch.zeros(len(rows), length, dtype=torch.long)
-        for r, ids in enumerate(rows):
-            where = slice(length - len(ids), length) if side == "left" else slice(0, len(ids))
-            input_ids[r, where] = torch.tensor(ids, dtype=torch.long)
-            mask[r, where] = 1
+        input_ids, mask = pad_rows(rows, self.tokenizer.pad_token_id, length=self.reference_length if reference else 0,
+                                   side=self.reference_padding_side if reference else "right")
         inputs = {"input_ids": input_ids, "attention_mask": mask}
         if all_tiles:
             inputs["pixel_values"] = torch.from_numpy(np.concatenate(all_tiles))
@@ -235,42 +196,25 @@ class InternVLEncoder(MultimodalEncoder):
 
     # -- encoding --------------------------------------------------------------------------------
     def _forward(self, inputs: dict) -> torch.Tensor:
-        model_inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        if "pixel_values" in model_inputs:
-            model_inputs["pixel_values"] = model_inputs["pixel_values"].to(self.dtype)
-        out = self.model(**model_inputs, output_hidden_states=True, use_cache=False, return_dict=True)
-        hidden_states = torch.stack(out.hidden_states, dim=1)
-        if hidden_states.shape[1] != self.num_layers:
-            raise RuntimeError(f"expected {self.num_layers} hidden states, the model returned {hidden_states.shape[1]}")
-        return hidden_states
+        out = self.model(**to_model(inputs, self.device, self.dtype), output_hidden_states=True, use_cache=False,
+                         return_dict=True)
+        return stack_hidden_states(out, self.num_layers)
 
     @torch.no_grad()
     def encode(self, prompts: Sequence[MultimodalPrompt | str]) -> EncodedPrompt:
         """All hidden states (B, layers + 1, S, H), embedding output first, and the (B, S) bool mask."""
         inputs = self.prepare(prompts)
-        hidden_states = self._forward(inputs)
-        mask = inputs["attention_mask"].to(hidden_states.device).bool()
-        if self.template == "reference":  # the reference attended to and averaged over every row, padding included
-            mask = torch.ones_like(mask)
-        # zero the padding so that what an aligner sees there never depends on the batch (reference: nothing masked)
-        hidden_states = hidden_states * mask[:, None, :, None].to(hidden_states.dtype)
-        return EncodedPrompt(hidden_states, mask)
+        # the reference attended to and averaged over every row, padding included
+        return masked_encoding(self._forward(inputs), inputs["attention_mask"], keep_padding=self.template == "reference")
 
     # -- answering -------------------------------------------------------------------------------
     @torch.no_grad()
     def reply(self, prompt: MultimodalPrompt, *, max_new_tokens: int = 128) -> str:
         """The model's greedy answer to the prompt's dialogue (chat template + generation prompt)."""
         prompt = MultimodalPrompt.coerce(prompt)
-        inputs = self.prepare([prompt], answers=[""])
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
-        generator = self._language_head()
-        stops = [i for i in (self.tokenizer.convert_tokens_to_ids("<|im_end|>"), self.tokenizer.eos_token_id)
-                 if isinstance(i, int) and i >= 0]
-        out = generator.generate(**inputs, max_new_tokens=int(max_new_tokens), do_sample=False,
-                                 eos_token_id=stops or None, pad_token_id=self.tokenizer.pad_token_id)
-        return self.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        inputs = to_model(self.prepare([prompt], answers=[""]), self.device, self.dtype)
+        return greedy_reply(self._language_head(), self.tokenizer, inputs, max_new_tokens=max_new_tokens,
+                            stop_ids=token_ids(self.tokenizer, ["<|im_end|>"]), pad_token_id=self.tokenizer.pad_token_id)
 
     @torch.no_grad()
     def encode_reply(self, prompt: MultimodalPrompt, answer: str, *, with_prompt: bool = False) -> EncodedPrompt:
@@ -280,11 +224,7 @@ class InternVLEncoder(MultimodalEncoder):
         answer_tokens = len(self.tokenizer(answer, add_special_tokens=False)["input_ids"])
         if answer_tokens == 0 and not with_prompt:
             raise InputError("the answer is empty: nothing to encode")
-        hidden_states = self._forward(inputs)
-        if not with_prompt:
-            hidden_states = hidden_states[:, :, hidden_states.shape[2] - answer_tokens:]
-        mask = torch.ones(hidden_states.shape[0], hidden_states.shape[2], dtype=torch.bool, device=hidden_states.device)
-        return EncodedPrompt(hidden_states, mask)
+        return answer_encoding(self._forward(inputs), answer_tokens, with_prompt=with_prompt)
 
     def _language_head(self):
         """InternVLForConditionalGeneration around the loaded base model and the checkpoint's lm_head (built once,
@@ -292,16 +232,8 @@ class InternVLEncoder(MultimodalEncoder):
         if self._generator is None:
             from transformers import InternVLForConditionalGeneration
 
-            with torch.device("meta"):
-                generator = InternVLForConditionalGeneration(self.model.config)
-            generator.model = self.model
-            embed = self.model.get_input_embeddings().weight
-            weight = lm_head_weight(self.weights_folder, ("lm_head.weight", "language_model.lm_head.weight"),
-                                    self._hub)
-            head = torch.nn.Linear(embed.shape[1], embed.shape[0], bias=False, device=embed.device, dtype=embed.dtype)
-            head.weight = embed if weight is None else torch.nn.Parameter(weight.to(embed), requires_grad=False)
-            generator.lm_head = head.requires_grad_(False)
-            self._generator = generator.eval()
+            self._generator = with_lm_head(InternVLForConditionalGeneration, self.model, self.weights_folder,
+                                           ("lm_head.weight", "language_model.lm_head.weight"), self._hub)
         return self._generator
 
     # -- media -----------------------------------------------------------------------------------
@@ -315,30 +247,11 @@ class InternVLEncoder(MultimodalEncoder):
 
     def _video_frames(self, value: Any, *, reference: bool = False) -> list[np.ndarray]:
         """One tile per sampled frame (a video file, or a list of frames thinned to max_frames)."""
-        if isinstance(value, (list, tuple)):
-            if not value:
-                raise InputError("a video given as frames needs at least one frame")
-            step = max(1.0, len(value) / self.max_frames)
-            frames = [load_image(value[int(i * step)]) for i in range(min(len(value), self.max_frames))]
-        else:
-            frames, _ = sample_video(value, fps=self.video_fps, max_frames=self.max_frames)
+        frames, _ = video_frames(value, fps=self.video_fps, max_frames=self.max_frames)
         if reference:
             frames = [f.resize(REFERENCE_IMAGE_SIZE) for f in frames]
         out = self.image_processor(images=frames, crop_to_patches=False, return_tensors="np")
         return [row[None] for row in np.asarray(out["pixel_values"], dtype=np.float32)]
-
-
-def _joined_text(parts) -> str:
-    return " ".join(str(p.value) for p in parts if p.modality == "text" and str(p.value).strip())
-
-
-def _reference_message(turn) -> dict:
-    """A dialogue turn for the reference template: a user turn's media, then its text wrapped in the dict."""
-    if turn.role != "user":
-        return {"role": turn.role, "content": [{"type": "text", "text": _joined_text(turn.parts)}]}
-    content = [{"type": p.modality} for p in turn.parts if p.modality != "text"]
-    content.append({"type": "text", "text": reference_text(_joined_text(turn.parts), len(content) > 0)})
-    return {"role": "user", "content": content}
 
 
 def _check_options(max_tiles, video_fps, max_frames, template, reference_length) -> None:
@@ -369,26 +282,3 @@ def _template_tags(tokenizer, chat_template: str) -> tuple[str, str]:
     if image is None:
         raise CheckpointError("the chat template places no image tag (<IMG_CONTEXT> or <image>)")
     return image, VIDEO if rendered.count(VIDEO) == 1 else image
-
-
-def _chat_template(pretrained: str, folder: str, tokenizer, hub: dict) -> str:
-    """The multimodal chat template: the processor's file (chat_template.json/.jinja), else the tokenizer's."""
-    from transformers.utils import cached_file
-
-    candidates = []
-    for fname in ("chat_template.json", "chat_template.jinja"):
-        try:
-            found = cached_file(folder, fname, _raise_exceptions_for_missing_entries=False, **hub)
-        except OSError:
-            found = None
-        if found:
-            text = Path(found).read_text(encoding="utf-8")
-            candidates.append(json.loads(text)["chat_template"] if fname.endswith(".json") else text)
-    own = tokenizer.chat_template
-    candidates.append(own.get("default") if isinstance(own, dict) else own)
-    probe = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "x"}]}]
-    for template in filter(None, candidates):
-        rendered = tokenizer.apply_chat_template(probe, chat_template=template, tokenize=False)
-        if rendered.count(CONTEXT) + rendered.count("<image>") == 1:
-            return template
-    raise CheckpointError(f"{pretrained} has no chat template that places images (chat_template.json or tokenizer)")
