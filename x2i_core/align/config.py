@@ -5,82 +5,134 @@ Plain data (no torch), so the CLI can build it before anything heavy is imported
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import InputError
 from ..limits import MAX_TEXT_TOKENS, check_finite, check_image_size, check_range
+from ..training.config import MIXED_PRECISION, OPTIMIZERS, TrainingConfig, opt
 
 LOSSES = ("rkl", "kl", "js", "mse")
 TIMESTEP_MODES = ("one", "uniform", "shifted")
 INTERMEDIATE_LATENTS = ("noise", "teacher")
-OPTIMIZERS = ("adamw", "adamw8bit")
-MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 TERM_KINDS = ("double_image", "double_text", "single_image", "single_text")
 
 
-@dataclass
-class AlignConfig:
-    """Settings of `x2i align` / `train_alignnet`. Defaults are the paper's unless a comment says why not."""
+def parse_term_weights(text: str | None) -> dict[str, float]:
+    """'double_text=0.5,single_text=0' -> weights for all four kinds (unnamed kinds weigh 1)."""
+    weights = {k: 1.0 for k in TERM_KINDS}
+    if not text:
+        return weights
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in TERM_KINDS:
+            raise InputError(f"--term-weights: expected KIND=WEIGHT with KIND in {', '.join(TERM_KINDS)}, got {item!r}")
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            raise InputError(f"--term-weights: {value!r} is not a number (in {item!r})") from None
+        if not math.isfinite(weights[name]) or weights[name] < 0:
+            raise InputError(f"--term-weights: weights must be finite and >= 0, got {item!r}")
+    return weights
 
-    data: list[str] = field(default_factory=list)  # prompt files: .txt, .jsonl, WebDataset .tar (globs, {a,b}, {000..009})
-    output_dir: str = ""
-    encoder: str = "qwen2.5-vl-7b"
-    backbone: str = "flux-dev"  # the paper's teacher
-    encoder_path: str | None = None
-    backbone_path: str | None = None
-    init: str | None = None  # start from an existing AlignNet folder
-    text_key: str = "text"  # JSON key of the caption in JSONL lines and WebDataset .json members
+
+@dataclass
+class AlignConfig(TrainingConfig):
+    """Settings of `x2i align` / `train_alignnet`. Defaults are the paper's unless a comment says why not.
+
+    Each field's metadata is its `x2i align` option help (training.options builds the CLI from it)."""
+
+    encoder: str = opt("qwen2.5-vl-7b", "Multimodal encoder: a registered name (qwen2.5-vl-7b, qwen2.5-vl-3b, ...) "
+                       "or a model folder.")
+    backbone: str = opt("flux-dev", "Backbone: a registered name (flux-dev, flux-schnell, shuttle-3-diffusion, flux) "
+                        "or a Flux folder that also holds the teacher's text_encoder/ (CLIP) and text_encoder_2/ (T5).")
+    encoder_path: str | None = opt(None, "Checkpoint (hub id or folder) for --encoder instead of its default.")
+    backbone_path: str | None = opt(None, "Checkpoint (hub id or folder) for --backbone instead of its default.")
+    # prompt files: .txt, .jsonl, WebDataset .tar (globs, {a,b}, {000..009})
+    data: list[str] = opt(help="Prompt files, repeatable: .txt (one prompt a line), .jsonl (see --text-key), "
+                          "WebDataset .tar shards (each sample's .json[--text-key] or .txt); folders, globs "
+                          "('shards/*.tar') and brace lists ('shard-{000..099}.tar') work. UTF-8.",
+                          factory=list, metavar="PATH")
+    text_key: str = opt("text", "JSON key of the caption in JSONL lines and .json members.")
+    output_dir: str = opt("", "Output folder: the final AlignNet (config.json + safetensors, loadable with "
+                          "--aligner DIR), x2i_align.json (what it was trained for), train_log.csv and checkpoints/.",
+                          option="-o/--output", metavar="DIR", show_default=False)
+    init: str | None = opt(None, "Start from an existing AlignNet folder instead of random weights; its architecture "
+                           "(fusion, skip and context layers, token kernel) is kept and the options for a new "
+                           "AlignNet are ignored.", metavar="DIR")
 
     # optimisation (the reference: AdamW, lr 1e-4, cosine with 100 warm-up steps, clip 1.0, batch 1 per GPU)
-    steps: int = 8000  # the paper reports 98.2% of the teacher's Performance Ratio after 8K steps
-    batch_size: int = 1  # prompts per process per micro-step
-    grad_accum: int = 1
-    lr: float = 1e-4
-    warmup: int = 100
-    max_grad_norm: float = 1.0
-    weight_decay: float = 0.01  # torch's AdamW default
+    # the paper reports 98.2% of the teacher's Performance Ratio after 8K steps
+    steps: int = opt(8000, "Optimizer updates (the paper reports 98.2% of the teacher after 8K; the reference ran "
+                     "45-57K).")
+    batch_size: int = opt(1, "Prompts per process per micro-step.")
+    weight_decay: float = opt(0.01, "AdamW decoupled weight decay (larger values shrink weights that the training "
+                              "prompts never exercise, which otherwise keep their random init).")  # torch's default
     # The reference used 8-bit AdamW; for a ~35 M-parameter AlignNet it saves only ~0.2 GB, so exact AdamW is
     # the default and adamw8bit (bitsandbytes) an option.
-    optimizer: str = "adamw"
+    optimizer: str = opt("adamw", "adamw (torch) or adamw8bit (bitsandbytes, CUDA; the reference's choice, saves "
+                         "~0.2 GB here).", choices=OPTIMIZERS)
 
     # distillation (the reference: reverse KL at temperature 3 over all 76 attention outputs, t = 1)
-    loss: str = "rkl"
-    temperature: float = 3.0
-    image_side_only: bool = False
-    term_weights: dict[str, float] = field(default_factory=lambda: {k: 1.0 for k in TERM_KINDS})
-    timesteps: str = "one"
-    intermediate_latents: str = "noise"  # for t < 1: what x_t is built from (there are no images)
-    resolution: int = 1024
-    guidance: float | None = None  # None: the backbone's own default (3.5 for FLUX.1-dev)
-    teacher_max_length: int | None = None  # None: the backbone's own (512 T5 tokens for FLUX.1-dev)
+    loss: str = opt("rkl", "rkl = KL(student||teacher) of channel softmaxes of standardised attention outputs (the "
+                    "reference); kl = KL(teacher||student); js = Jensen-Shannon; mse = squared error of the "
+                    "standardised outputs.", choices=LOSSES)
+    temperature: float = opt(3.0, "Softmax temperature of rkl/kl/js.")
+    image_side_only: bool = opt(False, "Distil image-token outputs only (MLLM and T5 text positions do not "
+                                "correspond; method.md).")
+    term_weights: dict[str, float] = opt(
+        help="Per-kind weights, e.g. 'double_text=0.5,single_text=0'; kinds: double_image, double_text, "
+             "single_image, single_text (default 1 each).",
+        factory=lambda: {k: 1.0 for k in TERM_KINDS}, metavar="KIND=W,...", parse=parse_term_weights)
+    timesteps: str = opt("one", "one = sigma 1, pure noise (the reference); uniform = U(0,1]; shifted = U(0,1] "
+                         "shifted as FLUX samples at this resolution.", choices=TIMESTEP_MODES)
+    # for t < 1: what x_t is built from (there are no images)
+    intermediate_latents: str = opt(
+        "noise", "For sigma < 1 (there are no images): noise = the pure noise itself; teacher = (1-sigma)*x0 + "
+        "sigma*noise with x0 the teacher's one-step estimate at sigma 1 (one extra no-grad pass).",
+        choices=INTERMEDIATE_LATENTS)
+    # x each layer's RMS (sampling.perturb_hidden_states)
+    hidden_noise: float = opt(0.0, "Gaussian noise added to the encoder's hidden states, as a fraction of each "
+                              "layer's RMS: penalises the AlignNet's sensitivity to directions English prompts "
+                              "never use, which other languages and images may occupy (0 = off, as in the paper).")
     # Share of prompts replaced by "" so the AlignNet also learns the teacher's empty-prompt conditioning:
     # what true classifier-free guidance (--true-cfg at generation) uses as its negative.
-    empty_prompt_prob: float = 0.0
-    hidden_noise: float = 0.0  # Gaussian noise on the encoder states, x each layer's RMS (sampling.perturb_hidden_states)
+    empty_prompt_prob: float = opt(0.0, "Share of prompts replaced by the empty prompt, so the AlignNet also learns "
+                                   "the teacher's unconditional embedding (needed for --true-cfg at generation).")
+    resolution: int = opt(1024, "Square image size of the noise latents.")
+    guidance: float | None = opt(None, "Guidance value fed to the transformer in both passes (default: the "
+                                 "backbone's, 3.5 for FLUX.1-dev).")
+    teacher_max_length: int | None = opt(None, "T5 tokens of the teacher (default: the backbone's, 512 for "
+                                         "FLUX.1-dev).")
 
     # AlignNet shape
-    fusion: str = "conv"
-    skip_layers: int = 0  # leading hidden states (token embeddings first) a new AlignNet leaves out of its fusion
-    token_kernel: int | None = None  # conv fusion's kernel extent along the sequence; None: 5, the paper's 5x5
-    context_layers: int = 0  # bidirectional self-attention layers after the fusion (0: the paper's AlignNet)
-    masked_pool: bool = True  # the reference averages padding too; masked is the fix (method.md)
+    fusion: str = opt("conv", "Layer fusion of a new AlignNet: conv (paper), scale (InternVL-1B variant), last "
+                      "(ablation).", choices=("conv", "scale", "last"))
+    # leading hidden states (token embeddings first) a new AlignNet leaves out of its fusion
+    skip_layers: int = opt(0, "Leave the first N hidden states out of a new AlignNet's fusion; 1 = drop the "
+                           "token-embedding output, which is word identity with no context and so language-specific "
+                           "(0 = the paper).")
+    # conv fusion's kernel extent along the sequence; None: 5, the paper's 5x5
+    token_kernel: int | None = opt(None, "Extent along the sequence of a new conv AlignNet's kernel (default 5, the "
+                                   "paper's 5x5); 1 mixes layers and hidden dims but not neighbouring tokens, so word "
+                                   "order matters less.")
+    context_layers: int = opt(0, "Bidirectional self-attention layers after a new AlignNet's fusion (0 = the paper): "
+                              "a causal MLLM's word cannot see the words after it, while T5 is bidirectional.")
+    # the reference averages padding too; masked is the fix (method.md)
+    masked_pool: bool = opt(True, "Pooled embedding averages real tokens only, or padding too (the reference's "
+                            "behaviour).", negation="unmasked-pool")
 
-    # machinery
-    seed: int = 0
-    shuffle_buffer: int = 10000
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    resume: str | None = None  # "latest" or a checkpoint folder
-    mixed_precision: str = "auto"  # auto: bf16 on CUDA, off on CPU (the reference trained in bf16)
-    gradient_checkpointing: bool = True  # 1024 px through 57 blocks with grad needs it on one GPU
-    device: str | None = None
-    dtype: str | None = None  # frozen models' dtype; None: bf16 on CUDA, fp32 on CPU
-    log_csv: str | None = None  # None: OUTPUT/train_log.csv
-    tensorboard: bool = False
-    teacher_cache: str | None = None  # use precomputed teacher embeddings instead of loading T5/CLIP
-    progress: bool = True
-    stop_after: int | None = None  # stop (with a checkpoint) after this many steps in this run, as if killed
+    # machinery (the rest comes from TrainingConfig)
+    shuffle_buffer: int = opt(10000, "Prompts in the shuffle buffer.")
+    mixed_precision: str = opt("auto", "Autocast of the AlignNet: auto = bf16 on CUDA, none on CPU. Frozen models "
+                               "use --dtype.", choices=MIXED_PRECISION)  # the reference trained in bf16
+    gradient_checkpointing: bool = opt(True, "Recompute transformer blocks in the backward pass (needed for 1024 px "
+                                       "on one GPU).", negation="no-gradient-checkpointing")
+    teacher_cache: str | None = opt(None, "Train from a --precompute-teacher folder: T5 and CLIP are never loaded.",
+                                    metavar="DIR")  # precomputed teacher embeddings instead of T5/CLIP
 
     def validate(self) -> None:
         """Raise InputError for settings that cannot work, naming the option."""
@@ -143,24 +195,3 @@ class AlignConfig:
     def to_dict(self) -> dict[str, Any]:
         """Every setting as plain data (saved with checkpoints and the trained AlignNet)."""
         return asdict(self)
-
-
-def parse_term_weights(text: str | None) -> dict[str, float]:
-    """'double_text=0.5,single_text=0' -> weights for all four kinds (unnamed kinds weigh 1)."""
-    weights = {k: 1.0 for k in TERM_KINDS}
-    if not text:
-        return weights
-    for item in text.split(","):
-        if not item.strip():
-            continue
-        name, sep, value = item.partition("=")
-        name = name.strip()
-        if not sep or name not in TERM_KINDS:
-            raise InputError(f"--term-weights: expected KIND=WEIGHT with KIND in {', '.join(TERM_KINDS)}, got {item!r}")
-        try:
-            weights[name] = float(value)
-        except ValueError:
-            raise InputError(f"--term-weights: {value!r} is not a number (in {item!r})") from None
-        if not math.isfinite(weights[name]) or weights[name] < 0:
-            raise InputError(f"--term-weights: weights must be finite and >= 0, got {item!r}")
-    return weights

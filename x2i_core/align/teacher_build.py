@@ -8,7 +8,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from ..limits import MAX_TEXT_TOKENS, check_range
 from ..outputs import check_output_dir, follow_umask
-from .accelerator import make_accelerator
+from ..training.accelerator import make_accelerator
 from .components import load_backbone, transformer_dtype
 from .data import PromptStream, read_prompts
 from .teacher_cache import merge_indexes, precompute_teacher

@@ -13,25 +13,19 @@ teacher, and the learning-rate schedule counts optimizer updates, independent of
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
-import signal
-import threading
-import time
-from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
-from functools import partial
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
 
 from ..errors import InputError
-from ..outputs import check_output_dir, check_output_file, save_pretrained
+from ..outputs import save_pretrained
 from ..prompt import MultimodalPrompt
-from . import checkpoint as ckpt
-from .accelerator import make_accelerator
+from ..training.loop import StepLoss, TrainingTask, TrainResult, run_training
+from ..training.optim import cosine_with_warmup, make_optimizer  # noqa: F401  (their first home; benchmarks import them)
 from .components import (
     ARCHITECTURE, adopt_init_architecture, build_alignnet, check_training_memory, load_backbone, load_encoder,
     load_init, load_teacher, recorded_models,
@@ -39,53 +33,10 @@ from .components import (
 from .config import AlignConfig
 from .data import PromptStream
 from .hooks import captured_attention
-from .logs import CsvLog, TensorBoardLog
 from .losses import DistillationLoss, distillation_loss
 from .sampling import intermediate_latents, perturb_hidden_states, sample_timesteps, step_generator
 
 RECORD_FILE = "x2i_align.json"
-
-
-@dataclass
-class TrainResult:
-    """How a run ended: where the AlignNet (or, if interrupted, the last checkpoint) is."""
-
-    output_dir: Path
-    step: int
-    interrupted: bool
-    checkpoint: Path | None
-    last_loss: float | None
-    skipped_steps: int = 0
-    alignnet: Any = field(default=None, repr=False)  # the trained module (unwrapped), for callers in-process
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def path(self) -> Path:
-        """The AlignNet folder, or the last checkpoint when the run was interrupted."""
-        return self.checkpoint if self.interrupted and self.checkpoint else self.output_dir
-
-
-def cosine_with_warmup(step: int, warmup: int, total: int) -> float:
-    """LR factor after `step` updates: linear warm-up to 1 over `warmup` updates, then cosine to 0 at `total`."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def make_optimizer(cfg: AlignConfig, params):
-    """AdamW (torch) or 8-bit AdamW (bitsandbytes, InputError if it is not installed)."""
-    params = [p for p in params if p.requires_grad]
-    if cfg.optimizer == "adamw8bit":
-        try:
-            import bitsandbytes as bnb
-        except Exception as exc:
-            raise InputError(
-                f"--optimizer adamw8bit needs bitsandbytes (pip install bitsandbytes; CUDA only): {type(exc).__name__}"
-            ) from None
-        return bnb.optim.AdamW8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def text_prompts(texts: Sequence[str]) -> list[MultimodalPrompt]:
@@ -157,205 +108,85 @@ def distill_step(
     )
 
 
-class StopRequest:
-    """SIGINT / SIGTERM set a flag the loop checks after each step (a second SIGINT interrupts at once)."""
+class AlignTask(TrainingTask):
+    """Alignment as a training.loop task: the AlignNet is the trained module, prompts the data."""
 
-    def __init__(self):
-        self.signal: int | None = None
-        self._previous: dict[int, Any] = {}
+    label = "align"
+    weights_dir = "alignnet"
 
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
+    def __init__(self, cfg: AlignConfig):
+        self.cfg = cfg
 
-    def _handle(self, signum, frame):
-        if self.signal == signal.SIGINT and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signal = signum
+    def prepare(self, accelerator) -> None:
+        self.models = recorded_models(self.cfg)  # an unknown name fails here, before anything loads
+        self.is_main = accelerator.is_main_process
+        self.accelerator = accelerator
 
-    def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        return False
+    def stream(self, rank: int, world: int):
+        cfg = self.cfg
+        self.rank, self.world = rank, world
+        self.prompts = PromptStream.from_specs(cfg.data, text_key=cfg.text_key, seed=cfg.seed,
+                                               buffer_size=cfg.shuffle_buffer, rank=rank, world_size=world)
+        self.init = load_init(cfg)
+        self.cfg, overridden = adopt_init_architecture(cfg, self.init)
+        if overridden and self.is_main:
+            print(f"The AlignNet's architecture comes from --init: {', '.join(overridden)}")
+        self.data_files = [str(Path(f).expanduser().resolve()) for f in self.prompts.files]
+        return self.prompts
 
+    def check_resume(self, state: dict, accelerator) -> list[str]:
+        return _check_resume_settings(state, self.cfg, self.world, accelerator, models=self.models,
+                                      data_files=self.data_files)
 
-class _Progress:
-    """A rich progress bar on the main process (a no-op elsewhere or when disabled)."""
+    def build(self, device):
+        cfg = self.cfg
+        self.encoder = load_encoder(cfg, device)
+        self.backbone = load_backbone(cfg, device)
+        self.teacher = load_teacher(cfg, self.backbone)
+        self.guidance = float(self.backbone.default_guidance if cfg.guidance is None else cfg.guidance)
+        if cfg.gradient_checkpointing:
+            self.backbone.transformer.enable_gradient_checkpointing()
+        check_training_memory(cfg, self.backbone, device)
+        return build_alignnet(cfg, self.encoder, self.backbone, self.init, self.models).to(device)
 
-    def __init__(self, enabled: bool, total: int, start: int):
-        self.bar = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    def check_loaded(self, state: dict, is_main: bool) -> list[str]:
+        return _check_resume_identity(state, self.encoder, self.backbone, is_main)
 
-            self.bar = Progress(TextColumn("align"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                TextColumn("{task.fields[info]}"))
-            self.task = self.bar.add_task("align", total=total, completed=start, info="")
+    def step(self, model, batch, step: int, micro: int, rank: int) -> StepLoss:
+        texts = drop_prompts(batch, self.cfg, step, micro, rank)
+        result = distill_step(texts, encoder=self.encoder, alignnet=model, backbone=self.backbone,
+                              teacher=self.teacher, cfg=self.cfg, step=step, micro=micro, rank=rank,
+                              guidance=self.guidance)
+        return StepLoss(result.total, result.terms, result.skipped)
 
-    def __enter__(self):
-        if self.bar is not None:
-            self.bar.__enter__()
-        return self
+    def state(self) -> dict:
+        return {"config": self.cfg.to_dict(), "encoder_identity": self.encoder.identity,
+                "backbone_identity": self.backbone.identity, "models": self.models, "data_files": self.data_files}
 
-    def update(self, step: int, info: str) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, info=info)
+    def board_scalars(self, terms: dict[str, float]) -> dict[str, float]:
+        return _kind_means(terms)
 
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
-        return False
+    def save_final(self, module, output: Path, summary: dict) -> None:
+        cfg = self.cfg
+        save_pretrained(module, output)  # safetensors writes 0600: follow the umask instead
+        record = {
+            "encoder": cfg.encoder, "encoder_path": cfg.encoder_path, "encoder_identity": self.encoder.identity,
+            "backbone": cfg.backbone, "backbone_path": cfg.backbone_path, "backbone_identity": self.backbone.identity,
+            # what `--aligner OUT` takes as its defaults (also in config.json): registered names, checkpoints used
+            "models": self.models, "resolution": cfg.resolution,
+            "steps": summary["steps"], "last_loss": summary["last_loss"], "skipped_steps": summary["skipped_steps"],
+            "processes": summary["processes"], "config": cfg.to_dict(),
+            # each resume: from which step and checkpoint, and the changed settings it warned of
+            "resumes": summary["resumes"],
+        }
+        (output / RECORD_FILE).write_text(json.dumps(record, indent=2, default=str))
 
 
 def run_alignment(cfg: AlignConfig) -> TrainResult:
     """Train (or resume) an AlignNet as `cfg` says; see the module docstring. Returns how it ended."""
     cfg = replace(cfg, data=[cfg.data] if isinstance(cfg.data, str) else list(cfg.data))
     cfg.validate()
-    if cfg.optimizer == "adamw8bit":
-        make_optimizer(cfg, [torch.nn.Parameter(torch.zeros(1))])  # fail before minutes of model loading
-    from accelerate.utils import set_seed
-
-    accelerator = make_accelerator(cfg)
-    rank, world = accelerator.process_index, accelerator.num_processes
-    is_main = accelerator.is_main_process
-    # created only once inputs and models have loaded (no partial output), but checked now, before any loading
-    output = check_output_dir(cfg.output_dir, "-o")
-    if cfg.log_csv:
-        check_output_file(cfg.log_csv, "--log-csv")
-    models = recorded_models(cfg)  # an unknown name fails here, before anything loads
-    set_seed(cfg.seed)
-
-    stream = PromptStream.from_specs(cfg.data, text_key=cfg.text_key, seed=cfg.seed, buffer_size=cfg.shuffle_buffer,
-                                     rank=rank, world_size=world)
-    resume_from = ckpt.find_checkpoint(cfg.resume, output) if cfg.resume else None
-    if resume_from is None and ckpt.list_checkpoints(output):
-        raise InputError(f"{output} already holds checkpoints of an earlier run: add --resume to continue it, "
-                         f"or choose another -o (or delete {ckpt.checkpoints_dir(output)})")
-    device = accelerator.device
-    init = load_init(cfg)
-    cfg, overridden = adopt_init_architecture(cfg, init)
-    if overridden and is_main:
-        print(f"The AlignNet's architecture comes from --init: {', '.join(overridden)}")
-    data_files = [str(Path(f).expanduser().resolve()) for f in stream.files]
-    loaded, resumes = None, []
-    if resume_from is not None:  # read and checked whole before the models load: a bad checkpoint costs nothing
-        loaded = ckpt.load_checkpoint(resume_from, rank)
-        notes = _check_resume_settings(loaded["state"], cfg, world, accelerator, models=models, data_files=data_files)
-        resumes = [*loaded["state"].get("resumes", []),
-                   {"step": int(loaded["state"]["step"]), "checkpoint": str(resume_from), "warnings": notes}]
-    encoder = load_encoder(cfg, device)
-    backbone = load_backbone(cfg, device)
-    if loaded is not None:
-        resumes[-1]["warnings"] += _check_resume_identity(loaded["state"], encoder, backbone, is_main)
-    teacher = load_teacher(cfg, backbone)
-    guidance = float(backbone.default_guidance if cfg.guidance is None else cfg.guidance)
-    if cfg.gradient_checkpointing:
-        backbone.transformer.enable_gradient_checkpointing()
-    check_training_memory(cfg, backbone, device)
-
-    alignnet = build_alignnet(cfg, encoder, backbone, init, models).to(device)
-    alignnet.train()
-    optimizer = make_optimizer(cfg, alignnet.parameters())
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, partial(cosine_with_warmup, warmup=cfg.warmup, total=cfg.steps))
-
-    start_step, skipped_steps = 0, 0
-    if loaded is not None:
-        state = loaded["state"]
-        ckpt.restore(resume_from, loaded, alignnet=alignnet, optimizer=optimizer, scheduler=scheduler)
-        start_step, skipped_steps = int(state["step"]), int(state.get("skipped_steps", 0))
-        stream.position = int(state["data_position"])
-
-    model, optimizer = accelerator.prepare(alignnet, optimizer)
-    if is_main:
-        output.mkdir(parents=True, exist_ok=True)
-    csv_log = CsvLog(cfg.log_csv or output / "train_log.csv", resume_step=start_step if resume_from else None) if is_main else None
-    board = TensorBoardLog(output / "tensorboard") if (cfg.tensorboard and is_main) else None
-
-    def save(step: int) -> Path:
-        state = {
-            "data_position": stream.position, "skipped_steps": skipped_steps, "world_size": world,
-            "config": cfg.to_dict(), "encoder_identity": encoder.identity, "backbone_identity": backbone.identity,
-            "models": models, "data_files": data_files, "resumes": resumes,
-        }
-        return ckpt.save_checkpoint(
-            output, step, model=accelerator.unwrap_model(model), optimizer=optimizer, scheduler=scheduler,
-            state=state, rank=rank, is_main=is_main, barrier=accelerator.wait_for_everyone, keep=cfg.keep_checkpoints,
-        )
-
-    batches = stream.batches(cfg.batch_size)
-    step, last_loss, last_checkpoint, interrupted = start_step, None, None, False
-    with StopRequest() as stop, _Progress(cfg.progress and is_main, cfg.steps, start_step) as bar:
-        while step < cfg.steps:
-            began = time.perf_counter()
-            loss_sum, term_sums, skipped_terms = 0.0, {}, 0
-            for micro in range(cfg.grad_accum):
-                texts = drop_prompts(next(batches), cfg, step, micro, rank)
-                sync = nullcontext() if micro == cfg.grad_accum - 1 else accelerator.no_sync(model)
-                with sync:
-                    result = distill_step(texts, encoder=encoder, alignnet=model, backbone=backbone, teacher=teacher,
-                                          cfg=cfg, step=step, micro=micro, rank=rank, guidance=guidance)
-                    accelerator.backward(result.total / cfg.grad_accum)
-                loss_sum += float(result.total.detach()) / cfg.grad_accum
-                skipped_terms += result.skipped
-                for key, value in result.terms.items():
-                    term_sums[key] = term_sums.get(key, 0.0) + value / cfg.grad_accum
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
-            step_ok = math.isfinite(grad_norm)
-            if step_ok:
-                optimizer.step()
-            else:  # identical on every rank: gradients were all-reduced before the norm
-                skipped_steps += 1
-            lr = scheduler.get_last_lr()[0]
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-
-            # One collective per step: rank-mean of the logged numbers, and whether any rank was signalled.
-            keys = list(term_sums)
-            numbers = torch.tensor([loss_sum, float(skipped_terms), 1.0 if stop.signal else 0.0,
-                                    *[term_sums[k] for k in keys]], dtype=torch.float64, device=device)
-            if world > 1:
-                numbers = accelerator.reduce(numbers, reduction="mean")
-            numbers = numbers.tolist()
-            last_loss = numbers[0]
-            stop_now = numbers[2] > 0 or (cfg.stop_after is not None and step - start_step >= cfg.stop_after)
-            if is_main:
-                row = {"step": step, "loss": last_loss, "lr": lr, "grad_norm": grad_norm,
-                       "skipped_terms": int(round(numbers[1] * world)), "skipped_step": int(not step_ok),
-                       "seconds": round(time.perf_counter() - began, 4), **dict(zip(keys, numbers[3:]))}
-                csv_log.write(row)
-                if board is not None:
-                    board.write(step, {"loss/total": last_loss, "lr": lr, "grad_norm": grad_norm,
-                                       **_kind_means(dict(zip(keys, numbers[3:])))})
-                bar.update(step, f"loss {last_loss:.4g} lr {lr:.2e}")
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps or (stop_now and step < cfg.steps):
-                last_checkpoint = save(step)
-            if stop_now and step < cfg.steps:
-                interrupted = True
-                break
-
-    if board is not None:
-        board.close()
-    if not interrupted and is_main:
-        final = accelerator.unwrap_model(model)
-        save_pretrained(final, output)  # safetensors writes 0600: follow the umask instead
-        record = {
-            "encoder": cfg.encoder, "encoder_path": cfg.encoder_path, "encoder_identity": encoder.identity,
-            "backbone": cfg.backbone, "backbone_path": cfg.backbone_path, "backbone_identity": backbone.identity,
-            # what `--aligner OUT` takes as its defaults (also in config.json): registered names, checkpoints used
-            "models": models, "resolution": cfg.resolution,
-            "steps": step, "last_loss": last_loss, "skipped_steps": skipped_steps, "processes": world,
-            "config": cfg.to_dict(),
-            "resumes": resumes,  # each resume: from which step and checkpoint, and the changed settings it warned of
-        }
-        (output / RECORD_FILE).write_text(json.dumps(record, indent=2, default=str))
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return TrainResult(output, step, interrupted, last_checkpoint, last_loss, skipped_steps,
-                       alignnet=accelerator.unwrap_model(model), rank=rank, world_size=world)
+    return run_training(cfg, AlignTask(cfg))
 
 
 def train_alignnet(config: AlignConfig) -> Path:

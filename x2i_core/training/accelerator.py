@@ -1,14 +1,14 @@
-"""The accelerate setup shared by alignment and the teacher-cache builder."""
+"""The accelerate setup shared by every trainer (align, train-lora, train-lightcontrol) and the teacher-cache builder."""
 from __future__ import annotations
 
 import torch
 
 from ..device import resolve as resolve_device
-from .config import AlignConfig
 
 
-def make_accelerator(cfg: AlignConfig):
-    """An Accelerator on the requested device; mixed precision "auto" = bf16 on CUDA, none on CPU."""
+def make_accelerator(cfg):
+    """An Accelerator on cfg.device; cfg.mixed_precision "auto" = bf16 on CUDA, none on CPU (cfg: any config with
+    device, dtype and mixed_precision, e.g. a TrainingConfig)."""
     import os
 
     from accelerate import Accelerator

@@ -1,7 +1,7 @@
 """Training checkpoints, written atomically and read back without unpickling arbitrary objects.
 
-A checkpoint is a folder OUTPUT/checkpoints/step-00000500/ holding alignnet/ (save_pretrained,
-safetensors), optimizer.pt and scheduler.pt (state dicts: tensors and plain numbers, read with
+A checkpoint is a folder OUTPUT/checkpoints/step-00000500/ holding the trained module in a subfolder named by
+the task (alignnet/ for `x2i align`, lora/ for train-lora: save_pretrained, safetensors), optimizer.pt and scheduler.pt (state dicts: tensors and plain numbers, read with
 torch.load(weights_only=True)), rng-rank<R>.pt per process, and state.json (step, data position,
 settings). Every process writes into a temporary folder; after a barrier the main process renames
 it into place, so a kill at any moment leaves either the old checkpoint or the new one, never half.
@@ -20,7 +20,7 @@ import torch
 
 from ..convert import load_weights_only
 from ..errors import CheckpointError, first_line
-from ..outputs import save_pretrained
+from ..outputs import follow_umask, save_pretrained
 
 STATE_FILE = "state.json"
 PREFIX = "step-"
@@ -71,6 +71,7 @@ def save_checkpoint(
     is_main: bool = True,
     barrier: Callable[[], None] = lambda: None,
     keep: int = 2,
+    weights_dir: str = "alignnet",
 ) -> Path:
     """Write checkpoint `step` atomically (all processes call this together); returns its folder."""
     root = checkpoints_dir(output_dir)
@@ -80,7 +81,7 @@ def save_checkpoint(
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        save_pretrained(model, tmp / "alignnet")  # safetensors writes 0600: follow the umask instead
+        save_weights(model, tmp / weights_dir)
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         (tmp / STATE_FILE).write_text(json.dumps({**state, "step": step}, indent=2, default=str))
@@ -100,6 +101,32 @@ def save_checkpoint(
             shutil.rmtree(stale, ignore_errors=True)
     barrier()
     return final
+
+
+def save_weights(model, folder: Path) -> None:
+    """A diffusers/transformers model via save_pretrained; any other module as its trainable tensors in
+    folder/WEIGHTS (a LoRA: only the adapter weights, not the frozen transformer). Both follow the umask."""
+    if hasattr(model, "save_pretrained"):
+        save_pretrained(model, folder)  # safetensors writes 0600: follow the umask instead
+        return
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items() if k in trainable}
+    save_file(tensors, str(folder / WEIGHTS))
+    follow_umask([folder / WEIGHTS])
+
+
+def load_weights(model, tensors: dict) -> None:
+    """The inverse of save_weights: every tensor of a save_pretrained model, or exactly the trainable ones."""
+    if hasattr(model, "save_pretrained"):
+        model.load_state_dict(tensors)
+        return
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    if set(tensors) != trainable:
+        raise KeyError(f"{len(set(tensors) - trainable)} unexpected and {len(trainable - set(tensors))} missing tensors")
+    model.load_state_dict(tensors, strict=False)
 
 
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
@@ -127,8 +154,8 @@ def find_checkpoint(resume: str, output_dir: str | Path) -> Path:
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
-def load_checkpoint(path: Path, rank: int = 0) -> dict[str, Any]:
-    """state.json, the AlignNet's tensors and the optimizer / scheduler / this rank's RNG state dicts, all read and
+def load_checkpoint(path: Path, rank: int = 0, weights_dir: str = "alignnet") -> dict[str, Any]:
+    """state.json, the trained module's tensors (PATH/weights_dir/) and the optimizer / scheduler / this rank's RNG state dicts, all read and
     checked now (cheap next to the models), so a corrupt checkpoint is one CheckpointError line before anything
     big loads."""
     try:
@@ -141,7 +168,7 @@ def load_checkpoint(path: Path, rank: int = 0) -> dict[str, Any]:
         raise CheckpointError(f"{path / STATE_FILE}: not a checkpoint state (step {step}, position {position})")
     from safetensors.torch import load_file
 
-    weights = path / "alignnet" / WEIGHTS
+    weights = path / weights_dir / WEIGHTS
     try:
         # to the CPU: load_state_dict copies onto the module's device (safetensors rejects names like "cpu:0")
         alignnet = load_file(str(weights), device="cpu")
@@ -150,8 +177,9 @@ def load_checkpoint(path: Path, rank: int = 0) -> dict[str, Any]:
     rng_file = path / f"rng-rank{rank}.pt"
     return {
         "state": state,
-        "alignnet": path / "alignnet",
+        "alignnet": path / weights_dir,  # the key keeps its first name: callers read it
         "alignnet_state": alignnet,
+        "weights_dir": weights_dir,
         "optimizer": load_weights_only(path / "optimizer.pt"),
         "scheduler": load_weights_only(path / "scheduler.pt"),
         "rng": load_weights_only(rng_file) if rng_file.is_file() else None,
@@ -161,7 +189,7 @@ def load_checkpoint(path: Path, rank: int = 0) -> dict[str, Any]:
 def restore(path: Path, loaded: dict[str, Any], *, alignnet, optimizer, scheduler) -> None:
     """Put a loaded checkpoint's states into the run's objects; a mismatch (another AlignNet, an edited file) is one
     CheckpointError line, not a state-dict dump."""
-    for what, load in (("alignnet", lambda: alignnet.load_state_dict(loaded["alignnet_state"])),
+    for what, load in ((loaded.get("weights_dir", "alignnet"), lambda: load_weights(alignnet, loaded["alignnet_state"])),
                        ("optimizer.pt", lambda: optimizer.load_state_dict(loaded["optimizer"])),
                        ("scheduler.pt", lambda: scheduler.load_state_dict(loaded["scheduler"]))):
         try:
