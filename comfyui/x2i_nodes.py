@@ -10,7 +10,7 @@ from .x2i_conditioning import DEFAULT_GUIDANCE, to_comfy
 from .x2i_media import audio_clips, images_from_tensor
 
 CATEGORY = "x2i"
-FROM_FOLDER = "(folder or hub id in checkpoint)"
+FROM_FOLDER = "(the folder given in checkpoint)"
 DEVICES = ["auto", "cuda", "cpu", "mps"]
 DTYPES = ["auto", "bf16", "fp16", "fp32"]
 TEMPLATES = ["auto", "x2i", "reference"]
@@ -40,10 +40,12 @@ class X2ILoadEncoder:
 
     @classmethod
     def INPUT_TYPES(cls):
+        choices = [FROM_FOLDER, *_registered("encoder")]
         return {
             "required": {
-                "encoder": ([FROM_FOLDER, *_registered("encoder")], {"default": "qwen2.5-vl-7b"}),
-                "checkpoint": ("STRING", {"default": "", "tooltip": "a folder or hub id (empty: the name's default)"}),
+                "encoder": (choices, {"default": "qwen2.5-vl-7b" if "qwen2.5-vl-7b" in choices else FROM_FOLDER}),
+                "checkpoint": ("STRING", {"default": "", "tooltip": "a folder or hub id overriding the name's "
+                                                                   "default (a hub id needs a registered name)"}),
                 "device": (DEVICES, {"default": "auto"}),
                 "dtype": (DTYPES, {"default": "auto"}),
                 "template": (TEMPLATES, {"default": "auto", "tooltip": "auto: what the AlignNet was trained on"}),
@@ -64,7 +66,7 @@ class X2ILoadEncoder:
         checkpoint = checkpoint.strip() or None
         if encoder == FROM_FOLDER:
             if not checkpoint:
-                raise InputError("give the encoder's folder or hub id in 'checkpoint', or pick a registered encoder")
+                raise InputError("give the encoder's folder in 'checkpoint', or pick a registered encoder")
             encoder, checkpoint = checkpoint, None  # a folder is resolved by its config's model type
         if template == "auto":
             template = alignnet.prompt_template if alignnet is not None else None
@@ -126,6 +128,7 @@ class X2IEncodePrompt:
 
     @classmethod
     def INPUT_TYPES(cls):
+        choices = [FROM_FOLDER, *_registered("encoder")]
         return {
             "required": {
                 "encoder": ("X2I_ENCODER",),
@@ -154,11 +157,11 @@ class X2IEncodePrompt:
 
         model = encoder.encoder
         alignnet.check_fits(model)
-        wanted = alignnet.prompt_template
-        if wanted and wanted != (encoder.template or "x2i"):
+        wanted, loaded = alignnet.prompt_template or "x2i", encoder.template or "x2i"  # None: the encoders' default
+        if wanted != loaded:
             raise IncompatibleError(f"this AlignNet was trained on the {wanted!r} prompt template, the encoder was "
-                                    f"loaded with {encoder.template or 'its default'!r}: connect the AlignNet to the "
-                                    f"encoder loader (template auto) or pick template {wanted!r}")
+                                    f"loaded with {loaded!r}: connect the AlignNet to the encoder loader "
+                                    f"(template auto) or pick template {wanted!r}")
         prompt = build_prompt(text, image, video_frames, audio)
         model.check_prompt(prompt)
         answer = ""

@@ -235,7 +235,7 @@ def test_reasoning_conditions_on_the_answer(nodes, loaded):
 
 
 def test_template_mismatch_is_one_line(nodes, loaded):
-    """An AlignNet trained on the reference template refuses an encoder loaded with the x2i one."""
+    """An AlignNet refuses an encoder loaded with another prompt template than the one it was trained on."""
     from x2i_core import AlignNet
     from x2i_plugins.backbones.flux.tiny import POOLED_DIM, PROMPT_DIM
 
@@ -244,6 +244,10 @@ def test_template_mismatch_is_one_line(nodes, loaded):
                              prompt_template="reference")
     with pytest.raises(IncompatibleError, match="'reference' prompt template"):
         nodes.NODE_CLASS_MAPPINGS["X2IEncodePrompt"]().encode(encoder, reference_net, "a cat", 3.5, False, 8, False)
+    _, align, _ = loaded  # and the other way round: an x2i-template AlignNet with an encoder on the reference one
+    on_reference = type(encoder)(encoder.encoder, encoder.name, "reference")
+    with pytest.raises(IncompatibleError, match="'x2i' prompt template"):
+        nodes.NODE_CLASS_MAPPINGS["X2IEncodePrompt"]().encode(on_reference, align, "a cat", 3.5, False, 8, False)
 
 
 def test_comfy_flux_path_draws_what_the_pipeline_draws(nodes, loaded, world):
@@ -268,7 +272,7 @@ def test_comfy_flux_path_draws_what_the_pipeline_draws(nodes, loaded, world):
 def test_a_graph_of_the_nodes_runs_as_comfys_executor_runs_it(nodes, loaded, world):
     graph = {
         "1": {"class_type": "X2ILoadAlignNet", "inputs": {"alignnet": world.align, "device": "cpu", "dtype": "fp32"}},
-        "2": {"class_type": "X2ILoadEncoder", "inputs": {"encoder": "(folder or hub id in checkpoint)",
+        "2": {"class_type": "X2ILoadEncoder", "inputs": {"encoder": "(the folder given in checkpoint)",
                                                          "checkpoint": world.omni, "device": "cpu", "dtype": "fp32",
                                                          "template": "auto", "trust_remote_code": False,
                                                          "alignnet": ["1", 0]}},
