@@ -128,7 +128,6 @@ class X2IEncodePrompt:
 
     @classmethod
     def INPUT_TYPES(cls):
-        choices = [FROM_FOLDER, *_registered("encoder")]
         return {
             "required": {
                 "encoder": ("X2I_ENCODER",),
