@@ -16,9 +16,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from x2i_core import (CheckpointError, EncodedPrompt, InputError, MultimodalEncoder, MultimodalPrompt,
-                      chat_messages, expand_placeholders, load_audio, load_image, sample_video, video_sound_track)
+from x2i_core import (CheckpointError, EncodedPrompt, HFEncoder, InputError, MultimodalPrompt, answer_encoding,
+                      chat_messages, check_reserved, expand_placeholders, greedy_reply, load_audio, load_image,
+                      masked_encoding, pad_rows, stack_hidden_states, to_model, video_frames, video_sound_track)
 from x2i_core import resolve_device as resolve
+from x2i_plugins.encoders.qwen25vl.images import image_patches
 from x2i_plugins.encoders.qwen25vl.video import video_patches
 
 from .audio import audio_features, audio_token_count, video_with_audio_tokens
@@ -35,13 +37,15 @@ PIXELS_PER_TOKEN = 28 * 28
 DEFAULT_MAX_PIXELS = 64 * PIXELS_PER_TOKEN
 DEFAULT_MIN_PIXELS = 4 * PIXELS_PER_TOKEN
 DEFAULT_VIDEO_MAX_PIXELS = 32 * PIXELS_PER_TOKEN
+MEDIA_KEYS = ("pixel_values", "pixel_values_videos", "input_features")  # cast to the thinker's dtype
 
 
-class Qwen25OmniEncoder(MultimodalEncoder):
+class Qwen25OmniEncoder(HFEncoder):
     """Qwen2.5-Omni (3B, 7B or any folder of that architecture): the thinker as a multimodal prompt encoder."""
 
     modalities = frozenset({"text", "image", "video", "audio"})
     supports_reply = True
+    name = "qwen2.5-omni"
 
     def __init__(self, model, tokenizer, image_processor, feature_extractor, chat_template: str, *,
                  pretrained: str = "", max_pixels: int = DEFAULT_MAX_PIXELS, min_pixels: int = DEFAULT_MIN_PIXELS,
@@ -79,42 +83,10 @@ class Qwen25OmniEncoder(MultimodalEncoder):
                    video_max_pixels=video_max_pixels, video_fps=video_fps, max_frames=max_frames,
                    use_audio_in_video=use_audio_in_video, max_audio_seconds=max_audio_seconds)
 
-    # -- shapes and identity ---------------------------------------------------------------------
-    @property
-    def num_layers(self) -> int:
-        """C: decoder layers + 1 (the embedding output)."""
-        return self.config.text_config.num_hidden_layers + 1
-
-    @property
-    def hidden_size(self) -> int:
-        """H: the language model's width."""
-        return self.config.text_config.hidden_size
-
-    @property
-    def identity(self) -> str:
-        """e.g. "qwen2.5-omni(Qwen/Qwen2.5-Omni-7B)": saved with AlignNets to name mismatches."""
-        return f"qwen2.5-omni({self.pretrained})"
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
-    def to(self, device=None, dtype=None) -> "Qwen25OmniEncoder":
-        """Move (and optionally cast) the thinker; returns self."""
-        self.model.to(device=device, dtype=dtype)
-        return self
-
     # -- the prompt template ---------------------------------------------------------------------
     def render(self, prompt: MultimodalPrompt, *, add_generation_prompt: bool = False) -> str:
         """The dialogue as template text, one placeholder per image/video/audio clip (not yet expanded)."""
-        for turn in prompt.turns:
-            for part in turn.parts:
-                if part.modality == "text" and any(t in str(part.value) for t in RESERVED_TOKENS):
-                    raise InputError(f"the prompt text contains a reserved Qwen2.5-Omni token ({', '.join(RESERVED_TOKENS)})")
+        check_reserved(prompt, RESERVED_TOKENS, "Qwen2.5-Omni")
         return self.tokenizer.apply_chat_template(
             chat_messages(prompt), chat_template=self.chat_template, tokenize=False,
             add_generation_prompt=add_generation_prompt,
@@ -135,12 +107,7 @@ class Qwen25OmniEncoder(MultimodalEncoder):
             text = self.render(prompt, add_generation_prompt=add_generation_prompt)
             rows.append(self.tokenizer(self._expand(text, prompt, media), add_special_tokens=False)["input_ids"]
                         + list(tails[i] if tails else ()))
-        width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            input_ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
-            attention_mask[i, :len(row)] = 1
+        input_ids, attention_mask = pad_rows(rows, self.pad_id)
         inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
         if media.image_rows:
             inputs["pixel_values"] = torch.from_numpy(np.concatenate(media.image_rows))
@@ -193,49 +160,30 @@ class Qwen25OmniEncoder(MultimodalEncoder):
     # -- encoding --------------------------------------------------------------------------------
     def _forward(self, inputs: dict[str, Any]) -> torch.Tensor:
         """Every layer's hidden states (B, C, S, H) of prepared inputs."""
-        device = self.device
-        inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-        for key in ("pixel_values", "pixel_values_videos", "input_features"):
-            if key in inputs:
-                inputs[key] = inputs[key].to(self.dtype)
+        inputs = to_model(inputs, self.device, self.dtype, MEDIA_KEYS)
         self.model.model.rope_deltas = None  # a decoding cache; never carry it between prompts
         out = self.model.model(**inputs, output_hidden_states=True, use_cache=False, return_dict=True)
-        hidden_states = torch.stack(out.hidden_states, dim=1)
-        if hidden_states.shape[1] != self.num_layers:
-            raise RuntimeError(f"expected {self.num_layers} hidden states, the model returned {hidden_states.shape[1]}")
-        return hidden_states
+        return stack_hidden_states(out, self.num_layers)
 
     @torch.no_grad()
     def encode(self, prompts: Sequence[MultimodalPrompt | str]) -> EncodedPrompt:
         """All hidden states (B, layers + 1, S, H), embedding output first, and the (B, S) bool mask."""
         inputs = self.prepare(prompts)
-        hidden_states = self._forward(inputs)
-        mask = inputs["attention_mask"].to(hidden_states.device).bool()
-        # zero the padding so that what an aligner sees there never depends on the batch
-        return EncodedPrompt(hidden_states * mask[:, None, :, None].to(hidden_states.dtype), mask)
+        return masked_encoding(self._forward(inputs), inputs["attention_mask"])
 
     # -- answering -------------------------------------------------------------------------------
     @torch.no_grad()
     def reply(self, prompt: MultimodalPrompt, *, max_new_tokens: int = 128) -> str:
         """The thinker's greedy answer to the dialogue (text only: the talker is never loaded)."""
-        from transformers import GenerationConfig
-
         if max_new_tokens < 1:
             raise InputError(f"the answer needs at least one token, got max_new_tokens={max_new_tokens}")
         prompt = MultimodalPrompt.coerce(prompt)
-        inputs = self.prepare([prompt], add_generation_prompt=True)
-        device = self.device
-        inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-        for key in ("pixel_values", "pixel_values_videos", "input_features"):
-            if key in inputs:
-                inputs[key] = inputs[key].to(self.dtype)
+        inputs = to_model(self.prepare([prompt], add_generation_prompt=True), self.device, self.dtype, MEDIA_KEYS)
         self.model.model.rope_deltas = None
-        config = GenerationConfig(max_new_tokens=int(max_new_tokens), min_new_tokens=1, do_sample=False,
-                                  eos_token_id=self.end_ids, pad_token_id=self.pad_id)
-        out = self.model.generate(**inputs, generation_config=config)
+        answer = greedy_reply(self.model, self.tokenizer, inputs, max_new_tokens=max_new_tokens, stop_ids=self.end_ids,
+                              pad_token_id=self.pad_id, min_new_tokens=1)
         self.model.model.rope_deltas = None
-        new = out[0, inputs["input_ids"].shape[1]:]
-        return self.tokenizer.decode(new, skip_special_tokens=True).strip()
+        return answer
 
     @torch.no_grad()
     def encode_reply(self, prompt: MultimodalPrompt, answer: str, *, with_prompt: bool = False) -> EncodedPrompt:
@@ -246,32 +194,18 @@ class Qwen25OmniEncoder(MultimodalEncoder):
         if not answer_ids:
             raise InputError("the answer to encode is empty")
         inputs = self.prepare([prompt], add_generation_prompt=True, tails=[answer_ids])
-        hidden_states = self._forward(inputs)
-        end = hidden_states.shape[2]
-        start = 0 if with_prompt else end - len(answer_ids)
-        kept = hidden_states[:, :, start:end]
-        return EncodedPrompt(kept, torch.ones(kept.shape[0], kept.shape[2], dtype=torch.bool, device=kept.device))
+        return answer_encoding(self._forward(inputs), len(answer_ids), with_prompt=with_prompt)
 
     # -- media -----------------------------------------------------------------------------------
     def _size(self, max_pixels: int) -> dict:
         return {"shortest_edge": self.min_pixels, "longest_edge": max_pixels}
 
     def _image_patches(self, value: Any) -> tuple[np.ndarray, list[int]]:
-        image = load_image(value)
-        if max(image.size) / max(1, min(image.size)) > 200:  # Qwen's resize rule rejects these
-            raise InputError(f"image {_name(value)} is too elongated ({image.size[0]}x{image.size[1]})")
-        out = self.image_processor(images=[image], size=self._size(self.max_pixels), return_tensors="np")
-        return np.asarray(out["pixel_values"], dtype=np.float32), [int(v) for v in out["image_grid_thw"][0]]
+        return image_patches(load_image(value), self.image_processor, self._size(self.max_pixels), value)
 
     def _video_frames(self, value: Any) -> tuple[list, float]:
         """Frames and their sampling rate, from a video file or a list of frames (taken at video_fps)."""
-        if isinstance(value, (list, tuple)):
-            if not value:
-                raise InputError("a video given as frames needs at least one frame")
-            step = max(1.0, len(value) / self.max_frames)
-            picked = [value[int(i * step)] for i in range(min(len(value), self.max_frames))]
-            return [load_image(v) for v in picked], self.video_fps
-        return sample_video(value, fps=self.video_fps, max_frames=self.max_frames)
+        return video_frames(value, fps=self.video_fps, max_frames=self.max_frames)
 
     def _sound_track(self, value: Any) -> np.ndarray:
         if isinstance(value, (list, tuple)):
@@ -309,10 +243,4 @@ def _check_options(max_pixels, min_pixels, video_max_pixels, video_fps, max_fram
         )
     if video_fps <= 0 or max_frames < 1:
         raise InputError(f"need video_fps > 0 and max_frames >= 1, got video_fps={video_fps}, max_frames={max_frames}")
-
-
-def _name(value: Any) -> str:
-    from pathlib import Path
-
-    return Path(value).name if isinstance(value, (str, Path)) else type(value).__name__
 

@@ -6,11 +6,7 @@ never opened. preprocessor_config.json holds the image processor's and the Whisp
 """
 from __future__ import annotations
 
-import json
-from contextlib import contextmanager
-from pathlib import Path
-
-from x2i_core import CheckpointError, first_line
+from x2i_core import CheckpointError, check_loaded, find_chat_template, first_line, quiet_transformers
 
 MODEL_TYPES = ("qwen2_5_omni", "qwen2_5_omni_thinker")
 
@@ -47,52 +43,14 @@ def load_parts(pretrained: str, *, device, dtype, attn_implementation: str, revi
         # not a declared config field, yet the 3-D position code reads it: take it from the tokenizer
         thinker_config.vision_start_token_id = vocab["<|vision_bos|>"]
     try:
-        with _quiet_transformers():  # its load report lists the talker and token2wav we skip on purpose
+        with quiet_transformers():  # its load report lists the talker and token2wav we skip on purpose
             model, info = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
                 pretrained, config=thinker_config, dtype=dtype, device_map=str(device),
                 attn_implementation=attn_implementation, output_loading_info=True, **hub,
             )
     except Exception as exc:  # hub offline, corrupt safetensors ...
         raise CheckpointError(f"cannot load Qwen2.5-Omni from {pretrained}: {first_line(exc)}") from exc
-    missing = sorted(info.get("missing_keys") or ()) + sorted(k for k, *_ in info.get("mismatched_keys") or ())
-    if missing:  # random weights would encode garbage without any error downstream
-        raise CheckpointError(f"{pretrained} lacks or mismatches {len(missing)} Qwen2.5-Omni thinker weights "
-                              f"(first: {missing[0]})")
-    return model, tokenizer, image_processor, feature_extractor, _chat_template(pretrained, tokenizer, hub, probe_token)
+    check_loaded(info, pretrained, "Qwen2.5-Omni thinker")
+    chat_template = find_chat_template(pretrained, tokenizer, [probe_token], hub)
+    return model, tokenizer, image_processor, feature_extractor, chat_template
 
-
-def _chat_template(pretrained: str, tokenizer, hub: dict, probe_token: str) -> str:
-    """The checkpoint's multimodal chat template (chat_template.json / .jinja, else the tokenizer's): the first
-    that writes one image placeholder for an image part."""
-    from transformers.utils import cached_file
-
-    candidates = []
-    for fname in ("chat_template.json", "chat_template.jinja"):
-        try:
-            found = cached_file(pretrained, fname, _raise_exceptions_for_missing_entries=False, **hub)
-        except OSError:
-            found = None
-        if found:
-            text = Path(found).read_text(encoding="utf-8")
-            candidates.append(json.loads(text)["chat_template"] if fname.endswith(".json") else text)
-    own = tokenizer.chat_template
-    candidates.append(own.get("default") if isinstance(own, dict) else own)
-    probe = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "x"}]}]
-    for template in filter(None, candidates):
-        rendered = tokenizer.apply_chat_template(probe, chat_template=template, tokenize=False)
-        if rendered.count(probe_token) == 1:
-            return template
-    raise CheckpointError(f"{pretrained} has no chat template that places images (chat_template.json or tokenizer)")
-
-
-@contextmanager
-def _quiet_transformers():
-    """Silence transformers' warnings (not errors) for the duration of a load."""
-    from transformers.utils import logging as hf_logging
-
-    previous = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(previous)

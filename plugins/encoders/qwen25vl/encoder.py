@@ -19,7 +19,6 @@ videos are patchified by hand into real `pixel_values_videos` (see video.py) wit
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -32,6 +31,7 @@ from x2i_core import (CheckpointError, EncodedPrompt, HFEncoder, InputError, Mul
 from x2i_core import reference_text as text_dict
 from x2i_core import resolve_device as resolve
 
+from .images import image_patches
 from .video import video_patches
 
 IMAGE_TOKEN = "<|image_pad|>"
@@ -291,10 +291,7 @@ class Qwen25VLEncoder(HFEncoder):
         image = load_image(value)
         if reference:
             image = image.resize(REFERENCE_IMAGE_SIZE)
-        if max(image.size) / max(1, min(image.size)) > 200:  # Qwen's resize rule rejects these
-            raise InputError(f"image {_name(value)} is too elongated ({image.size[0]}x{image.size[1]})")
-        out = self.image_processor(images=[image], size=self._size(self.max_pixels), return_tensors="np")
-        return np.asarray(out["pixel_values"], dtype=np.float32), [int(v) for v in out["image_grid_thw"][0]]
+        return image_patches(image, self.image_processor, self._size(self.max_pixels), value)
 
     def _video_frames(self, value: Any) -> tuple[list, float]:
         """Frames and their sampling rate, from a video file or a list of frames (taken at video_fps)."""
@@ -316,6 +313,3 @@ def _check_options(max_pixels, min_pixels, video_max_pixels, video_fps, max_fram
     if video_fps <= 0 or max_frames < 1:
         raise InputError(f"need video_fps > 0 and max_frames >= 1, got video_fps={video_fps}, max_frames={max_frames}")
 
-
-def _name(value: Any) -> str:
-    return Path(value).name if isinstance(value, (str, Path)) else type(value).__name__
