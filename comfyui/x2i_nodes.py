@@ -29,10 +29,12 @@ def _device_dtype(device: str, dtype: str):
 
 
 class X2IEncoder:
-    """A loaded multimodal encoder (Comfy passes this object between nodes as X2I_ENCODER)."""
+    """A loaded multimodal encoder (Comfy passes this object between nodes as X2I_ENCODER).
 
-    def __init__(self, encoder, name: str, template: str | None):
-        self.encoder, self.name, self.template = encoder, name, template
+    `device`: where it runs when it waits on the CPU between prompts (offload), else None."""
+
+    def __init__(self, encoder, name: str, template: str | None, device=None):
+        self.encoder, self.name, self.template, self.device = encoder, name, template, device
 
 
 class X2ILoadEncoder:
@@ -50,6 +52,8 @@ class X2ILoadEncoder:
                 "dtype": (DTYPES, {"default": "auto"}),
                 "template": (TEMPLATES, {"default": "auto", "tooltip": "auto: what the AlignNet was trained on"}),
                 "trust_remote_code": ("BOOLEAN", {"default": False}),
+                "offload": ("BOOLEAN", {"default": False, "tooltip": "wait on the CPU between prompts and move to the "
+                                                                     "device only to encode (frees VRAM for FLUX)"}),
             },
             "optional": {"alignnet": ("X2I_ALIGNNET",)},
         }
@@ -60,7 +64,7 @@ class X2ILoadEncoder:
     CATEGORY = CATEGORY
     DESCRIPTION = "Loads an x2i multimodal encoder (Qwen2.5-VL, InternVL, MiniCPM-o, Qwen2.5-Omni ...)."
 
-    def load(self, encoder, checkpoint, device, dtype, template, trust_remote_code, alignnet=None):
+    def load(self, encoder, checkpoint, device, dtype, template, trust_remote_code, offload=False, alignnet=None):
         from x2i_core import InputError, load_component
 
         checkpoint = checkpoint.strip() or None
@@ -74,10 +78,12 @@ class X2ILoadEncoder:
         if trust_remote_code:
             options["trust_remote_code"] = True
         dev, dt = _device_dtype(device, dtype)
-        model = load_component("encoder", encoder, checkpoint, device=dev, dtype=dt, **options)
+        # offload: loaded onto the CPU (in the device's dtype), moved to the device for each encoding only
+        model = load_component("encoder", encoder, checkpoint, device="cpu" if offload else dev, dtype=dt, **options)
         if alignnet is not None:
             alignnet.check_fits(model)
-        return (X2IEncoder(model, encoder if checkpoint is None else f"{encoder} ({checkpoint})", template),)
+        name = encoder if checkpoint is None else f"{encoder} ({checkpoint})"
+        return (X2IEncoder(model, name, template, dev if offload else None),)
 
 
 class X2ILoadAlignNet:
@@ -150,8 +156,6 @@ class X2IEncodePrompt:
 
     def encode(self, encoder, alignnet, text, guidance, reason, reason_tokens, reason_with_prompt,
                image=None, video_frames=None, audio=None):
-        import torch
-
         from x2i_core import IncompatibleError, InputError
 
         model = encoder.encoder
@@ -163,23 +167,38 @@ class X2IEncodePrompt:
                                     f"(template auto) or pick template {wanted!r}")
         prompt = build_prompt(text, image, video_frames, audio)
         model.check_prompt(prompt)
-        answer = ""
-        with torch.no_grad():
-            if reason:
-                if not model.supports_reply:
-                    raise IncompatibleError(f"the encoder {model.identity} cannot answer prompts: turn 'reason' off "
-                                            f"or load an encoder that answers (e.g. qwen2.5-omni)")
-                if prompt.is_empty():
-                    raise InputError("the prompt is empty: there is nothing to answer")
-                answer = model.reply(prompt, max_new_tokens=int(reason_tokens)).strip()
-                if not answer:
-                    raise InputError("the encoder's answer is empty: turn 'reason' off or raise reason_tokens")
-                encoded = model.encode_reply(prompt, answer, with_prompt=bool(reason_with_prompt))
-            else:
-                encoded = model.encode([prompt])  # an empty prompt is fine: the template alone (a negative)
-            param = next(alignnet.parameters())
-            conditioning = alignnet(encoded.hidden_states.to(param.device), encoded.attention_mask.to(param.device))
-        return (to_comfy(conditioning, guidance), answer)
+        if reason and not model.supports_reply:
+            raise IncompatibleError(f"the encoder {model.identity} cannot answer prompts: turn 'reason' off "
+                                    f"or load an encoder that answers (e.g. qwen2.5-omni)")
+        if reason and prompt.is_empty():
+            raise InputError("the prompt is empty: there is nothing to answer")
+        if encoder.device is not None:  # offload: on the device for this prompt only
+            model.to(encoder.device)
+        try:
+            return _encode(model, alignnet, prompt, guidance, reason, int(reason_tokens), bool(reason_with_prompt))
+        finally:
+            if encoder.device is not None:
+                model.to("cpu")
+
+
+def _encode(model, alignnet, prompt, guidance, reason, reason_tokens, reason_with_prompt) -> tuple[list, str]:
+    """(CONDITIONING, answer): the encoder's hidden states (of its answer, with reason) through the AlignNet."""
+    import torch
+
+    from x2i_core import InputError
+
+    answer = ""
+    with torch.no_grad():
+        if reason:
+            answer = model.reply(prompt, max_new_tokens=reason_tokens).strip()
+            if not answer:
+                raise InputError("the encoder's answer is empty: turn 'reason' off or raise reason_tokens")
+            encoded = model.encode_reply(prompt, answer, with_prompt=reason_with_prompt)
+        else:
+            encoded = model.encode([prompt])  # an empty prompt is fine: the template alone (a negative)
+        param = next(alignnet.parameters())
+        conditioning = alignnet(encoded.hidden_states.to(param.device), encoded.attention_mask.to(param.device))
+    return (to_comfy(conditioning, guidance), answer)
 
 
 NODE_CLASS_MAPPINGS = {

@@ -275,7 +275,7 @@ def test_a_graph_of_the_nodes_runs_as_comfys_executor_runs_it(nodes, loaded, wor
         "2": {"class_type": "X2ILoadEncoder", "inputs": {"encoder": "(the folder given in checkpoint)",
                                                          "checkpoint": world.omni, "device": "cpu", "dtype": "fp32",
                                                          "template": "auto", "trust_remote_code": False,
-                                                         "alignnet": ["1", 0]}},
+                                                         "offload": True, "alignnet": ["1", 0]}},
         "3": {"class_type": "X2IEncodePrompt", "inputs": {"encoder": ["2", 0], "alignnet": ["1", 0],
                                                           "text": "a green triangle", "guidance": 3.5, "reason": False,
                                                           "reason_tokens": 16, "reason_with_prompt": False}},
@@ -283,3 +283,15 @@ def test_a_graph_of_the_nodes_runs_as_comfys_executor_runs_it(nodes, loaded, wor
     cond, answer = run_graph(nodes.NODE_CLASS_MAPPINGS, graph, "3")
     expected, _ = encode(nodes, loaded, "a green triangle")
     assert answer == "" and torch.equal(cond[0][0], expected[0][0])  # an encoder found from its folder alone
+    assert run_graph(nodes.NODE_CLASS_MAPPINGS, graph, "2")[0].device == torch.device("cpu")  # offload: its device
+
+
+def test_offload_puts_the_encoder_on_its_device_only_while_encoding(nodes, loaded, monkeypatch):
+    encoder, align, _ = loaded
+    moves = []
+    monkeypatch.setattr(encoder.encoder, "to", lambda device=None, dtype=None: moves.append(str(device)))
+    offloaded = type(encoder)(encoder.encoder, encoder.name, encoder.template, torch.device("meta"))
+    with torch.inference_mode():
+        cond, _ = nodes.NODE_CLASS_MAPPINGS["X2IEncodePrompt"]().encode(offloaded, align, "a cat", 3.5, False, 8, False)
+    assert moves == ["meta", "cpu"]  # to the device for this prompt, back to the CPU after it
+    assert torch.equal(cond[0][0], encode(nodes, loaded, "a cat")[0][0][0])
