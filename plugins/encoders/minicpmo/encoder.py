@@ -31,8 +31,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from x2i_core import (CheckpointError, EncodedPrompt, InputError, MultimodalEncoder, MultimodalPrompt, first_line,
-                      load_audio, load_image, sample_video, video_sound_track)
+from x2i_core import (CheckpointError, EncodedPrompt, HFEncoder, InputError, MultimodalPrompt, answer_encoding,
+                      check_reserved, first_line, greedy_reply, load_audio, load_image, masked_encoding, pad_rows, pad_to,
+                      reference_text, stack_hidden_states, video_frames, video_sound_track)
 from x2i_core import resolve_device as resolve
 
 from . import processing as P
@@ -51,11 +52,12 @@ class AudioClip:
 STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
 
 
-class MiniCPMOEncoder(MultimodalEncoder):
+class MiniCPMOEncoder(HFEncoder):
     """MiniCPM-o-2.6 (or any folder of its layout) as a multimodal prompt encoder that can also answer."""
 
     modalities = frozenset({"text", "image", "video", "audio"})
     supports_reply = True
+    name = "minicpm-o"
 
     def __init__(self, model, tokenizer, settings, chat_template: str, feature_extractor, *, pretrained: str = "",
                  max_slice_nums: int = 1, video_fps: float = 1.0, max_frames: int = 64, template: str = "x2i",
@@ -112,34 +114,10 @@ class MiniCPMOEncoder(MultimodalEncoder):
                    max_slice_nums=max_slice_nums, video_fps=video_fps, max_frames=max_frames, template=template,
                    reference_length=reference_length, use_audio_in_video=use_audio_in_video)
 
-    # -- shapes and identity ---------------------------------------------------------------------
     @property
-    def num_layers(self) -> int:
-        """C: decoder layers + 1 (the embedding output)."""
-        return self.model.parts.text.num_hidden_layers + 1
-
-    @property
-    def hidden_size(self) -> int:
-        """H: the language model's width."""
-        return self.model.parts.text.hidden_size
-
-    @property
-    def identity(self) -> str:
-        """e.g. "minicpm-o(openbmb/MiniCPM-o-2_6)": saved with AlignNets to name mismatches."""
-        return f"minicpm-o({self.pretrained})"
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
-    def to(self, device=None, dtype=None) -> "MiniCPMOEncoder":
-        """Move (and optionally cast) the model; returns self."""
-        self.model.to(device=device, dtype=dtype)
-        return self
+    def text_config(self):
+        """The language model's config (the port's Qwen2 part)."""
+        return self.model.parts.text
 
     # -- the prompt template ---------------------------------------------------------------------
     def render(self, prompt: MultimodalPrompt, *, frames: Sequence[int] = (), add_generation_prompt: bool = False,
@@ -149,14 +127,13 @@ class MiniCPMOEncoder(MultimodalEncoder):
         reference = (template or self.template) == "reference"
         if reference and prompt.history:
             raise InputError("the reference template reads one prompt, not a dialogue (use template 'x2i')")
+        check_reserved(prompt, P.RESERVED, "MiniCPM-o")
         frames, messages = list(frames), []
         for turn in prompt.turns:
             items, omni = [], False  # tags and text runs in order; consecutive text parts read as one sentence
             for part in turn.parts:
                 if part.modality == "text":
                     text = str(part.value)
-                    if any(token in text for token in P.RESERVED):
-                        raise InputError(f"the prompt text contains a reserved MiniCPM-o token ({', '.join(P.RESERVED)})")
                     if not text.strip():
                         continue
                     if items and items[-1][0] == "text":
@@ -230,19 +207,10 @@ class MiniCPMOEncoder(MultimodalEncoder):
     def _pad(self, rows: list, image_rows: list, audio_rows: list, reference: bool) -> dict:
         """Right padding with a mask; the reference template pads to its length with real pad tokens instead."""
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.ids["<|endoftext|>"]
-        real = [len(r) for r in rows]
-        if reference:
-            left = self.tokenizer.padding_side == "left"
-            rows = [([pad] * (self.reference_length - len(r)) + r) if left else (r + [pad] * (self.reference_length - len(r)))
-                    for r in rows]
-            real = [len(r) for r in rows]
-        width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros(len(rows), width, dtype=torch.bool)
-        for b, row in enumerate(rows):
-            input_ids[b, : len(row)] = torch.tensor(row, dtype=torch.long)
-            mask[b, : real[b]] = True
-        return {"input_ids": input_ids, "attention_mask": mask, "images": image_rows, "audio": audio_rows}
+        if reference:  # the pad tokens become part of each row: real tokens to the model, never masked
+            rows = [pad_to(r, pad, self.reference_length, self.tokenizer.padding_side) for r in rows]
+        input_ids, mask = pad_rows(rows, pad)
+        return {"input_ids": input_ids, "attention_mask": mask.bool(), "images": image_rows, "audio": audio_rows}
 
     # -- encoding --------------------------------------------------------------------------------
     def _embeddings(self, inputs: dict) -> torch.Tensor:
@@ -275,32 +243,23 @@ class MiniCPMOEncoder(MultimodalEncoder):
         embeds = self._embeddings(inputs)
         out = self.model.llm.model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"].to(self.device),
                                    output_hidden_states=True, use_cache=False, return_dict=True)
-        hidden_states = torch.stack(out.hidden_states, dim=1)
-        if hidden_states.shape[1] != self.num_layers:
-            raise RuntimeError(f"expected {self.num_layers} hidden states, the model returned {hidden_states.shape[1]}")
-        return hidden_states
+        return stack_hidden_states(out, self.num_layers)
 
     @torch.no_grad()
     def encode(self, prompts: Sequence[MultimodalPrompt | str]) -> EncodedPrompt:
         """All hidden states (B, layers + 1, S, H), embedding output first, and the (B, S) bool mask."""
         inputs = self.prepare(prompts)
-        hidden_states = self._forward(inputs)
-        mask = inputs["attention_mask"].to(hidden_states.device)
-        # zero the padding so that what an aligner sees there never depends on the batch
-        return EncodedPrompt(hidden_states * mask[:, None, :, None].to(hidden_states.dtype), mask)
+        return masked_encoding(self._forward(inputs), inputs["attention_mask"])
 
     @torch.no_grad()
     def reply(self, prompt: MultimodalPrompt, *, max_new_tokens: int = 128) -> str:
         """The model's greedy answer to the prompt's dialogue (chat template + generation prompt)."""
         inputs = self.prepare([MultimodalPrompt.coerce(prompt)], answers=[""])
-        embeds = self._embeddings(inputs)
         stops = [self.ids[t] for t in STOP_TOKENS if t in self.ids]
-        out = self.model.llm.generate(
-            inputs_embeds=embeds, attention_mask=inputs["attention_mask"].to(self.device),
-            max_new_tokens=int(max_new_tokens), do_sample=False, eos_token_id=stops,
-            pad_token_id=self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else stops[-1],
-        )
-        return self.tokenizer.decode(out[0], skip_special_tokens=True).strip()
+        prompt_inputs = {"inputs_embeds": self._embeddings(inputs), "attention_mask": inputs["attention_mask"].to(self.device)}
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else stops[-1]
+        return greedy_reply(self.model.llm, self.tokenizer, prompt_inputs, max_new_tokens=max_new_tokens,
+                            stop_ids=stops, pad_token_id=pad)
 
     @torch.no_grad()
     def encode_reply(self, prompt: MultimodalPrompt, answer: str, *, with_prompt: bool = False) -> EncodedPrompt:
@@ -309,21 +268,12 @@ class MiniCPMOEncoder(MultimodalEncoder):
         answer_tokens = inputs["answer_tokens"][0]
         if answer_tokens <= 0 and not with_prompt:
             raise InputError("the answer is empty: nothing to encode")
-        hidden_states = self._forward(inputs)
-        if not with_prompt:
-            hidden_states = hidden_states[:, :, hidden_states.shape[2] - answer_tokens:]
-        mask = torch.ones(1, hidden_states.shape[2], dtype=torch.bool, device=hidden_states.device)
-        return EncodedPrompt(hidden_states, mask)
+        return answer_encoding(self._forward(inputs), answer_tokens, with_prompt=with_prompt)
 
     # -- media -----------------------------------------------------------------------------------
     def _video_frames(self, value: Any) -> list:
         """Frames at about video_fps (at most max_frames), from a file or a list of frames."""
-        if isinstance(value, (list, tuple)):
-            if not value:
-                raise InputError("a video given as frames needs at least one frame")
-            step = max(1.0, len(value) / self.max_frames)
-            return [load_image(value[int(i * step)]) for i in range(min(len(value), self.max_frames))]
-        return sample_video(value, fps=self.video_fps, max_frames=self.max_frames)[0]
+        return video_frames(value, fps=self.video_fps, max_frames=self.max_frames)[0]
 
     def _audio_features(self, samples: np.ndarray, tags: list[np.ndarray] | None = None) -> "AudioClip":
         """Whisper features of one clip (16 kHz mono) per 30 s piece, and the tokens of each of its tags: one tag
@@ -351,7 +301,7 @@ def _reference_dict(text: str, parts) -> str:
     its multimodal front end wrote (no editing description; 'image input' says whether images or video come)."""
     kinds = {p.modality for p in parts}
     if kinds <= {"text"}:
-        return str({"Text input": text, "Instruction editing description": "no", "image input": "no"})
+        return reference_text(text)
     seen = "yes" if kinds & {"image", "video"} else "no"
     return str({"Text input": text, "Instruction editing description": "", "image input": seen})
 
