@@ -17,6 +17,8 @@ BUILTIN_COMMANDS = {
     "convert": "x2i_cli.convert_cmd:convert",
     "fetch-aligner": "x2i_cli.fetch_aligner_cmd:fetch_aligner",
     "ui": "x2i_cli.ui:ui",
+    "train-lightcontrol": "x2i_cli.train_lightcontrol:train_lightcontrol",
+    "train-lora": "x2i_cli.train_lora:train_lora",
 }
 
 

@@ -228,3 +228,9 @@ def report_cmd(num, ablations):
     from .report import write_report
 
     write_report(num=num, ablations=ablations, log=click.echo)
+
+
+from .edits_cmd import eval_edits, make_edits  # noqa: E402  (the edit commands live in their own file)
+
+shapes.add_command(make_edits)
+shapes.add_command(eval_edits)

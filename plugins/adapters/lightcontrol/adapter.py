@@ -32,8 +32,13 @@ class LightControlGuide(Guide):
         self.adapter, self.image, self.scale = adapter, image, scale
 
     def prepare(self, backbone, request, info):
-        pixels = backbone.pipe.image_processor.preprocess(open_image(self.image, "--lightcontrol-image").convert("RGB"),
-                                                          height=info.height, width=info.width)
+        images = list(self.image) if isinstance(self.image, (list, tuple)) else [self.image]
+        if len(images) not in (1, info.batch):
+            raise InputError(f"give one LightControl source image, or one per image made ({info.batch}), "
+                             f"not {len(images)}")
+        pixels = torch.cat([backbone.pipe.image_processor.preprocess(
+            open_image(image, "--lightcontrol-image").convert("RGB"), height=info.height, width=info.width)
+            for image in images])
         vae = backbone.vae
         with torch.no_grad():
             latents = encode_lightcontrol_source(vae, pixels)
@@ -47,7 +52,10 @@ class LightControlGuide(Guide):
 
 
 class LightControlAdapter(Adapter):
-    """A LightControl branch folder (config.json + safetensors); `scale` multiplies its residuals."""
+    """A LightControl branch folder (config.json + safetensors); `scale` multiplies its residuals.
+
+    The source: the `image` option, else request.inputs["lightcontrol"] (one image, or a list of one per image
+    made: batched edits of different sources), else the prompt's first image."""
 
     name = "lightcontrol"
 
@@ -96,7 +104,8 @@ class LightControlAdapter(Adapter):
         if image is None:
             raise InputError(f"the LightControl {self.source} needs the source image: --image FILE (the MLLM reads it "
                              f"too) or --lightcontrol-image FILE")
-        open_image(image, "--lightcontrol-image")
+        for one in image if isinstance(image, (list, tuple)) else [image]:
+            open_image(one, "--lightcontrol-image")
 
     def guide(self, request) -> Guide | None:
         if self.model is None:
