@@ -75,9 +75,10 @@ def encode(nodes, loaded, text="", **kw):
         return nodes.NODE_CLASS_MAPPINGS["X2IEncodePrompt"]().encode(encoder, align, text, **options, **kw)
 
 
-def run_graph(mappings, graph: dict, output: str):
+def run_graph(mappings, graph: dict, output: str) -> dict:
     """Run an API-format graph the way ComfyUI's executor does: each linked input's type checked against the source
-    node's RETURN_TYPES (validate_inputs), inputs resolved depth first, FUNCTION called in inference mode."""
+    node's RETURN_TYPES (validate_inputs), inputs resolved depth first, FUNCTION called in inference mode.
+    Returns every executed node's outputs by node id."""
     results = {}
 
     def run(node_id):
@@ -97,7 +98,8 @@ def run_graph(mappings, graph: dict, output: str):
             results[node_id] = getattr(cls(), cls.FUNCTION)(**kwargs)
         return results[node_id]
 
-    return run(output)
+    run(output)
+    return results
 
 
 def reference(pipe, prompt):
@@ -280,10 +282,11 @@ def test_a_graph_of_the_nodes_runs_as_comfys_executor_runs_it(nodes, loaded, wor
                                                           "text": "a green triangle", "guidance": 3.5, "reason": False,
                                                           "reason_tokens": 16, "reason_with_prompt": False}},
     }
-    cond, answer = run_graph(nodes.NODE_CLASS_MAPPINGS, graph, "3")
+    outputs = run_graph(nodes.NODE_CLASS_MAPPINGS, graph, "3")
+    cond, answer = outputs["3"]
     expected, _ = encode(nodes, loaded, "a green triangle")
     assert answer == "" and torch.equal(cond[0][0], expected[0][0])  # an encoder found from its folder alone
-    assert run_graph(nodes.NODE_CLASS_MAPPINGS, graph, "2")[0].device == torch.device("cpu")  # offload: its device
+    assert outputs["2"][0].device == torch.device("cpu")  # offload: the device it is moved to for each prompt
 
 
 def test_offload_puts_the_encoder_on_its_device_only_while_encoding(nodes, loaded, monkeypatch):
