@@ -94,6 +94,11 @@ def _pick_models(encoder, backbone, aligner, encoder_path, backbone_path):
               help="The prompt from a file instead of TEXT and media options: chat-message JSON (a list of {\"role\", "
                    "\"content\": [{\"type\": \"text\", \"text\": ...}, {\"type\": \"image\", \"image\": PATH} ...]}, "
                    "the last one the user's; paths relative to the file), or text with inline <image:FILE> references.")
+@click.option("--batch", metavar="FILE.jsonl", type=click.Path(dir_okay=False),
+              help="Many prompts, models loaded once: one JSON object a line, {\"prompt\": TEXT} or {\"messages\": "
+                   "[chat messages]}, optional \"id\" and per-line seed, num_images, steps, guidance, true_cfg, "
+                   "negative_prompt, width, height, reason; -o DIR. Rerun to resume (finished lines are skipped); under "
+                   "`accelerate launch` or `torchrun` the lines are split across processes (docs/batch.md).")
 @click.option("--reason", is_flag=True, help="The encoder answers the prompt first (greedy) and its answer conditions "
               "the image; the answer is printed and stored in the PNG (needs an encoder that can generate).")
 @click.option("--reason-tokens", type=click.IntRange(min=1), default=128, show_default=True,
@@ -105,7 +110,8 @@ def _pick_models(encoder, backbone, aligner, encoder_path, backbone_path):
 @adapter_options
 def generate(text, encoder, encoder_path, backbone, backbone_path, aligner, images, videos, audios, steps, guidance,
              true_cfg, negative_prompt, seed, width, height, num_images, output, offload, memory, device, dtype, trust_remote_code,
-             prompt_file=None, reason=False, reason_tokens=128, reason_with_prompt=False, video_sound=False, **dit):
+             prompt_file=None, reason=False, reason_tokens=128, reason_with_prompt=False, video_sound=False, batch=None,
+             **dit):
     """Generate images from TEXT and/or media with a multimodal encoder, an AlignNet and a FLUX-style backbone."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -116,14 +122,25 @@ def generate(text, encoder, encoder_path, backbone, backbone_path, aligner, imag
 
     guides, control_media = adapter_inputs(dit)  # ControlNets, IP-Adapter (their images checked now)
     images = (*images, *control_media)  # --control-to-encoder: the MLLM reads the control images too
-    prompt = cli_prompt(text, images, videos, audios, prompt_file)  # inline <image:...> references keep their place
-    if prompt.is_empty():
-        raise X2IError("the prompt is empty: give TEXT and/or --image, --video, --audio")
-    # everything below is checked before loading gigabytes; X2IPipeline.__call__ checks the same limits again
-    check_generation(width=width, height=height, num_images=num_images, steps=steps, guidance=guidance,
-                     true_cfg=true_cfg, seed=seed, text=prompt_text(prompt), negative_prompt=negative_prompt)
-    check_media_files(prompt)
-    output_paths(output, num_images, seed)  # a bad -o fails now, not after sampling
+    batch_defaults = {k: v for k, v in dict(seed=seed, num_images=num_images, steps=steps, guidance=guidance,
+                                            true_cfg=true_cfg, negative_prompt=negative_prompt, width=width,
+                                            height=height, reason=reason).items() if v is not None}
+    if batch is not None:
+        from x2i_cli.batch import check_batch
+
+        if text or images or videos or audios or prompt_file:
+            raise X2IError("--batch takes every prompt from its file: give no TEXT, --image, --video, --audio or "
+                           "--prompt-file")
+        batch_items = check_batch(batch, output, batch_defaults)  # every line checked before anything loads
+    else:
+        prompt = cli_prompt(text, images, videos, audios, prompt_file)  # inline <image:...> references keep their place
+        if prompt.is_empty():
+            raise X2IError("the prompt is empty: give TEXT and/or --image, --video, --audio")
+        # everything below is checked before loading gigabytes; X2IPipeline.__call__ checks the same limits again
+        check_generation(width=width, height=height, num_images=num_images, steps=steps, guidance=guidance,
+                         true_cfg=true_cfg, seed=seed, text=prompt_text(prompt), negative_prompt=negative_prompt)
+        check_media_files(prompt)
+        output_paths(output, num_images, seed)  # a bad -o fails now, not after sampling
     adapters, dit_fields = dit_inputs(dit)  # LoRAs, init image, strength, mask, outpaint
     adapters = [*adapters, *guides]
     check_against_backbone(guides, backbone_path)  # a local ControlNet of other widths: refused before loading
@@ -139,6 +156,11 @@ def generate(text, encoder, encoder_path, backbone, backbone_path, aligner, imag
     from x2i_cli.quiet import quiet_libraries
 
     quiet_libraries()  # our own progress bar replaces their loading bars and notices
+    if batch is not None:
+        from x2i_cli.batch import process_share
+
+        rank, world_size, barrier, process_device = process_share()
+        device = device or process_device  # each process on its own GPU under accelerate/torchrun
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description:<18}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=True,
@@ -158,6 +180,17 @@ def generate(text, encoder, encoder_path, backbone, backbone_path, aligner, imag
         progress.remove_task(loading)
         for note in pipe.backbone.notes:
             console.print(f"[yellow]Note:[/] {note}")
+        if batch is not None:
+            from x2i_cli.batch import run
+
+            progress.stop()
+
+            def make(prompt, **settings):
+                return pipe(prompt, **dit_fields, reason_tokens=reason_tokens, reason_with_prompt=reason_with_prompt,
+                            **settings)
+
+            return run(make, batch_items, output, batch_defaults, console, rank=rank, world=world_size,
+                       barrier=barrier)
         total_steps = steps or pipe.backbone.default_steps
         task = progress.add_task("encode", total=total_steps + 3)
 
