@@ -129,3 +129,9 @@ class DiTBackbone(ABC):
                 width: int, guidance_scale: float) -> torch.Tensor:
         """One transformer call (timestep in [0, 1], 1 = pure noise): the model's flow prediction."""
         raise self._no_alignment("predict")
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [-1, 1] -> clean latents in the layout `predict` takes (for training on images:
+        train-lora's flow-matching target); the inverse of `decode` before the pixels."""
+        raise IncompatibleError(f"the backbone {self.identity} cannot encode images for training (encode is not "
+                                f"implemented)")

@@ -381,6 +381,16 @@ class FluxBackbone(DiTBackbone):
         self.pipe.maybe_free_model_hooks()
         return self.pipe.image_processor.postprocess(image, output_type="pil")
 
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) pixels in [-1, 1] -> packed clean latents: VAE mean, shift and scaling as FluxPipeline's
+        img2img prepares its image latents (the inverse of `decode`). Gradients do not flow (the VAE is frozen)."""
+        vae = self.vae
+        self.check_size(int(pixels.shape[-2]), int(pixels.shape[-1]))
+        with torch.no_grad():
+            spatial = vae.encode(pixels.to(device=vae.device, dtype=vae.dtype)).latent_dist.mode()
+        spatial = (spatial - vae.config.shift_factor) * vae.config.scaling_factor
+        return sampling.pack(spatial).to(device=self.execution_device, dtype=self.transformer.dtype)
+
     # -- alignment ---------------------------------------------------------------------------
     def attention_points(self) -> list[AttentionPoint]:
         """Every double block's attn (returns (image_out, text_out)), then every single block's attn
