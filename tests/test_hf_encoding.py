@@ -108,7 +108,7 @@ def test_with_lm_head_and_greedy_reply_match_the_full_model(causal_lm, tokenizer
     assert tied.lm_head.weight is base.get_input_embeddings().weight
 
 
-def test_hf_encoder_shapes_identity_and_to(causal_lm):
+def test_hf_encoder_shapes_identity_to_and_encode(causal_lm, tokenizer):
     full, folder, base, _ = causal_lm
 
     class Tiny(HFEncoder):
@@ -125,10 +125,24 @@ def test_hf_encoder_shapes_identity_and_to(causal_lm):
         def from_pretrained(cls, pretrained, **options):
             raise NotImplementedError
 
-        def encode(self, prompts):
-            raise NotImplementedError
+        def prepare(self, prompts):
+            rows = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+            input_ids, attention_mask = pad_rows(rows, tokenizer.pad_token_id)
+            return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+        def hidden_states(self, inputs):
+            return stack_hidden_states(self.model(**inputs, output_hidden_states=True), self.num_layers)
 
     encoder = Tiny(base)
+    encoded = encoder.encode(["a red circle above a blue square", "a cat"])
+    short = len(tokenizer("a cat", add_special_tokens=False)["input_ids"])
+    assert encoded.hidden_states.shape[:2] == (2, 3) and encoded.attention_mask[1].sum() == short
+    assert torch.all(encoded.hidden_states[1, :, short:] == 0)
+    alone = encoder.encode(["a cat"]).hidden_states
+    torch.testing.assert_close(encoded.hidden_states[1, :, :short], alone[0])  # the padding never leaks in
+    encoder.template = "reference"  # the reference's unmasked mean: pad states kept, every position counts
+    kept = encoder.encode(["a red circle above a blue square", "a cat"])
+    assert kept.attention_mask.all() and not torch.all(kept.hidden_states[1, :, short:] == 0)
     assert (encoder.num_layers, encoder.hidden_size) == (3, 32)
     assert encoder.identity == f"tiny({folder})"
     assert encoder.device == torch.device("cpu") and encoder.dtype == torch.float32
@@ -150,12 +164,14 @@ def test_masked_and_answer_encodings():
     states = torch.randn(2, 3, 4, 5)
     mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
     encoded = masked_encoding(states, mask)
-    assert encoded.attention_mask.dtype == torch.bool and torch.equal(encoded.attention_mask, mask.bool())
+    assert encoded.attention_mask.dtype == torch.bool
+    assert torch.equal(encoded.attention_mask, mask.bool())
     assert torch.all(encoded.hidden_states[0, :, 2:] == 0) and torch.equal(encoded.hidden_states[1], states[1])
     kept = masked_encoding(states, mask, keep_padding=True)
     assert bool(kept.attention_mask.all()) and torch.equal(kept.hidden_states, states)
     answer = answer_encoding(states[:1], 2)
-    assert torch.equal(answer.hidden_states, states[:1, :, 2:]) and answer.attention_mask.shape == (1, 2) and answer.attention_mask.all()
+    assert torch.equal(answer.hidden_states, states[:1, :, 2:])
+    assert answer.attention_mask.shape == (1, 2) and answer.attention_mask.all()
     assert torch.equal(answer_encoding(states[:1], 2, with_prompt=True).hidden_states, states[:1])
 
 
@@ -192,8 +208,8 @@ def test_check_reserved_reads_every_turn():
 
 
 def test_reference_text_and_messages():
-    assert eval(reference_text("a cat")) == {"Text input": "a cat", "Instruction editing description": "no",
-                                             "image input": "no"}
+    expected = {"Text input": "a cat", "Instruction editing description": "no", "image input": "no"}
+    assert eval(reference_text("a cat")) == expected
     turn = Turn("user", [PromptPart("text", "a"), PromptPart("image", "x.png"), PromptPart("text", " "),
                          PromptPart("text", "b")])
     assert joined_text(turn.parts) == "a b"

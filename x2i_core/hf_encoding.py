@@ -4,6 +4,7 @@ greedy answers, and the reference's instruction dict. Encoder plugins keep only 
 from __future__ import annotations
 
 import json
+from abc import abstractmethod
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -19,13 +20,32 @@ IMAGE_PROBE = [{"role": "user", "content": [{"type": "image"}, {"type": "text", 
 
 
 class HFEncoder(MultimodalEncoder):
-    """A MultimodalEncoder around one transformers `model`: shapes, identity, device, dtype and `to`."""
+    """A MultimodalEncoder around one transformers `model`: shapes, identity, device, dtype, `to`, and `encode`
+    from the plugin's `prepare` (a batch's model inputs, with its attention_mask) and `hidden_states`."""
 
     #: the encoder's name in `identity`, e.g. "qwen2.5-vl"
     name: str = "hf"
     pretrained: str = ""
+    template: str = "x2i"
+    #: templates whose every position counts, pad states included (the reference's unmasked mean)
+    unmasked_templates: frozenset = frozenset({"reference"})
     #: a generation wrapper holding an lm_head of its own (built on first `reply`), moved along by `to`
     _generator = None
+
+    @abstractmethod
+    def prepare(self, prompts: Sequence[MultimodalPrompt | str]) -> dict:
+        """Everything the model takes for a batch, its (B, S) "attention_mask" included."""
+
+    @abstractmethod
+    def hidden_states(self, inputs: dict) -> torch.Tensor:
+        """(B, layers + 1, S, H): every layer's hidden states of prepared inputs, embedding output first."""
+
+    @torch.no_grad()
+    def encode(self, prompts: Sequence[MultimodalPrompt | str]) -> EncodedPrompt:
+        """All hidden states (B, layers + 1, S, H), embedding output first, and the (B, S) bool mask."""
+        inputs = self.prepare(prompts)
+        return masked_encoding(self.hidden_states(inputs), inputs["attention_mask"],
+                               keep_padding=self.template in self.unmasked_templates)
 
     @property
     def text_config(self):

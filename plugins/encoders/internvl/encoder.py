@@ -27,7 +27,7 @@ import torch
 
 from x2i_core import (CheckpointError, EncodedPrompt, HFEncoder, InputError, MultimodalPrompt, answer_encoding,
                       chat_messages, check_loaded, check_reserved, find_chat_template, first_line, greedy_reply,
-                      joined_text, load_image, masked_encoding, pad_rows, quiet_transformers, reference_message,
+                      joined_text, load_image, pad_rows, quiet_transformers, reference_message,
                       stack_hidden_states, to_model, token_ids, video_frames, with_lm_head)
 from x2i_core import reference_text as text_dict
 from x2i_core import resolve_device as resolve
@@ -37,6 +37,7 @@ from .convert import converted_folder, is_original_layout, local_source
 START, END, CONTEXT, VIDEO = "<img>", "</img>", "<IMG_CONTEXT>", "<video>"
 RESERVED_TOKENS = (START, END, CONTEXT, VIDEO, "<image>")
 TEMPLATES = ("x2i", "reference")
+END_OF_TURN = "<|im_end|>"
 REFERENCE_IMAGE_SIZE = (128, 128)  # the reference's inference resized every image to 128x128
 
 
@@ -195,17 +196,10 @@ class InternVLEncoder(HFEncoder):
         return inputs
 
     # -- encoding --------------------------------------------------------------------------------
-    def _forward(self, inputs: dict) -> torch.Tensor:
+    def hidden_states(self, inputs: dict) -> torch.Tensor:
         out = self.model(**to_model(inputs, self.device, self.dtype), output_hidden_states=True, use_cache=False,
                          return_dict=True)
         return stack_hidden_states(out, self.num_layers)
-
-    @torch.no_grad()
-    def encode(self, prompts: Sequence[MultimodalPrompt | str]) -> EncodedPrompt:
-        """All hidden states (B, layers + 1, S, H), embedding output first, and the (B, S) bool mask."""
-        inputs = self.prepare(prompts)
-        # the reference attended to and averaged over every row, padding included
-        return masked_encoding(self._forward(inputs), inputs["attention_mask"], keep_padding=self.template == "reference")
 
     # -- answering -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -214,7 +208,8 @@ class InternVLEncoder(HFEncoder):
         prompt = MultimodalPrompt.coerce(prompt)
         inputs = to_model(self.prepare([prompt], answers=[""]), self.device, self.dtype)
         return greedy_reply(self._language_head(), self.tokenizer, inputs, max_new_tokens=max_new_tokens,
-                            stop_ids=token_ids(self.tokenizer, ["<|im_end|>"]), pad_token_id=self.tokenizer.pad_token_id)
+                            stop_ids=token_ids(self.tokenizer, [END_OF_TURN]),
+                            pad_token_id=self.tokenizer.pad_token_id)
 
     @torch.no_grad()
     def encode_reply(self, prompt: MultimodalPrompt, answer: str, *, with_prompt: bool = False) -> EncodedPrompt:
@@ -224,7 +219,7 @@ class InternVLEncoder(HFEncoder):
         answer_tokens = len(self.tokenizer(answer, add_special_tokens=False)["input_ids"])
         if answer_tokens == 0 and not with_prompt:
             raise InputError("the answer is empty: nothing to encode")
-        return answer_encoding(self._forward(inputs), answer_tokens, with_prompt=with_prompt)
+        return answer_encoding(self.hidden_states(inputs), answer_tokens, with_prompt=with_prompt)
 
     def _language_head(self):
         """InternVLForConditionalGeneration around the loaded base model and the checkpoint's lm_head (built once,

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from x2i_core import (CheckpointError, EncodedPrompt, HFEncoder, InputError, MultimodalPrompt, answer_encoding,
-                      check_reserved, first_line, greedy_reply, load_audio, load_image, masked_encoding, pad_rows, pad_to,
+                      check_reserved, first_line, greedy_reply, load_audio, load_image, pad_rows, pad_to,
                       reference_text, stack_hidden_states, video_frames, video_sound_track)
 from x2i_core import resolve_device as resolve
 
@@ -58,6 +58,8 @@ class MiniCPMOEncoder(HFEncoder):
     modalities = frozenset({"text", "image", "video", "audio"})
     supports_reply = True
     name = "minicpm-o"
+    #: its reference template pads with real pad tokens that its mask already counts: no template unmasks more
+    unmasked_templates = frozenset()
 
     def __init__(self, model, tokenizer, settings, chat_template: str, feature_extractor, *, pretrained: str = "",
                  max_slice_nums: int = 1, video_fps: float = 1.0, max_frames: int = 64, template: str = "x2i",
@@ -238,7 +240,7 @@ class MiniCPMOEncoder(HFEncoder):
             audio_rows.append((positions, embeds) if embeds is not None else None)
         return model.input_embeddings(ids, image_rows, audio_rows)
 
-    def _forward(self, inputs: dict) -> torch.Tensor:
+    def hidden_states(self, inputs: dict) -> torch.Tensor:
         """(B, layers + 1, S, H): every layer's hidden states, embedding output first."""
         embeds = self._embeddings(inputs)
         out = self.model.llm.model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"].to(self.device),
@@ -246,17 +248,12 @@ class MiniCPMOEncoder(HFEncoder):
         return stack_hidden_states(out, self.num_layers)
 
     @torch.no_grad()
-    def encode(self, prompts: Sequence[MultimodalPrompt | str]) -> EncodedPrompt:
-        """All hidden states (B, layers + 1, S, H), embedding output first, and the (B, S) bool mask."""
-        inputs = self.prepare(prompts)
-        return masked_encoding(self._forward(inputs), inputs["attention_mask"])
-
-    @torch.no_grad()
     def reply(self, prompt: MultimodalPrompt, *, max_new_tokens: int = 128) -> str:
         """The model's greedy answer to the prompt's dialogue (chat template + generation prompt)."""
         inputs = self.prepare([MultimodalPrompt.coerce(prompt)], answers=[""])
         stops = [self.ids[t] for t in STOP_TOKENS if t in self.ids]
-        prompt_inputs = {"inputs_embeds": self._embeddings(inputs), "attention_mask": inputs["attention_mask"].to(self.device)}
+        prompt_inputs = {"inputs_embeds": self._embeddings(inputs),
+                         "attention_mask": inputs["attention_mask"].to(self.device)}
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else stops[-1]
         return greedy_reply(self.model.llm, self.tokenizer, prompt_inputs, max_new_tokens=max_new_tokens,
                             stop_ids=stops, pad_token_id=pad)
@@ -268,7 +265,7 @@ class MiniCPMOEncoder(HFEncoder):
         answer_tokens = inputs["answer_tokens"][0]
         if answer_tokens <= 0 and not with_prompt:
             raise InputError("the answer is empty: nothing to encode")
-        return answer_encoding(self._forward(inputs), answer_tokens, with_prompt=with_prompt)
+        return answer_encoding(self.hidden_states(inputs), answer_tokens, with_prompt=with_prompt)
 
     # -- media -----------------------------------------------------------------------------------
     def _video_frames(self, value: Any) -> list:

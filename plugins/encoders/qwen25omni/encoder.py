@@ -18,9 +18,9 @@ import torch
 
 from x2i_core import (CheckpointError, EncodedPrompt, HFEncoder, InputError, MultimodalPrompt, answer_encoding,
                       chat_messages, check_reserved, expand_placeholders, greedy_reply, load_audio, load_image,
-                      masked_encoding, pad_rows, stack_hidden_states, to_model, video_frames, video_sound_track)
+                      pad_rows, stack_hidden_states, to_model, video_frames, video_sound_track)
 from x2i_core import resolve_device as resolve
-from x2i_plugins.encoders.qwen25vl.images import image_patches
+from x2i_plugins.encoders.qwen25vl.images import check_pixel_options, image_patches
 from x2i_plugins.encoders.qwen25vl.video import video_patches
 
 from .audio import audio_features, audio_token_count, video_with_audio_tokens
@@ -51,7 +51,7 @@ class Qwen25OmniEncoder(HFEncoder):
                  pretrained: str = "", max_pixels: int = DEFAULT_MAX_PIXELS, min_pixels: int = DEFAULT_MIN_PIXELS,
                  video_max_pixels: int = DEFAULT_VIDEO_MAX_PIXELS, video_fps: float = 1.0, max_frames: int = 16,
                  use_audio_in_video: bool = False, max_audio_seconds: float | None = None):
-        _check_options(max_pixels, min_pixels, video_max_pixels, video_fps, max_frames)
+        check_pixel_options(max_pixels, min_pixels, video_max_pixels, video_fps, max_frames)
         self.model = model.eval().requires_grad_(False)  # Qwen2_5OmniThinkerForConditionalGeneration
         self.tokenizer, self.image_processor, self.feature_extractor = tokenizer, image_processor, feature_extractor
         self.chat_template, self.pretrained = chat_template, pretrained
@@ -74,7 +74,7 @@ class Qwen25OmniEncoder(HFEncoder):
         """Load the thinker, tokenizer, image processor, audio feature extractor and chat template from a hub id
         or folder (a full Qwen2.5-Omni checkpoint or a thinker alone). `trust_remote_code` is accepted and
         ignored: transformers' own classes run."""
-        _check_options(max_pixels, min_pixels, video_max_pixels, video_fps, max_frames)  # before a long load
+        check_pixel_options(max_pixels, min_pixels, video_max_pixels, video_fps, max_frames)  # before a long load
         device, dtype = resolve(device, dtype)
         parts = load_parts(str(pretrained), device=device, dtype=dtype, attn_implementation=attn_implementation,
                            revision=revision, required_tokens=(*RESERVED_TOKENS, END_OF_TURN),
@@ -158,18 +158,12 @@ class Qwen25OmniEncoder(HFEncoder):
         return _replace_each(text, VIDEO_TOKEN, video_strings)
 
     # -- encoding --------------------------------------------------------------------------------
-    def _forward(self, inputs: dict[str, Any]) -> torch.Tensor:
+    def hidden_states(self, inputs: dict[str, Any]) -> torch.Tensor:
         """Every layer's hidden states (B, C, S, H) of prepared inputs."""
         inputs = to_model(inputs, self.device, self.dtype, MEDIA_KEYS)
         self.model.model.rope_deltas = None  # a decoding cache; never carry it between prompts
         out = self.model.model(**inputs, output_hidden_states=True, use_cache=False, return_dict=True)
         return stack_hidden_states(out, self.num_layers)
-
-    @torch.no_grad()
-    def encode(self, prompts: Sequence[MultimodalPrompt | str]) -> EncodedPrompt:
-        """All hidden states (B, layers + 1, S, H), embedding output first, and the (B, S) bool mask."""
-        inputs = self.prepare(prompts)
-        return masked_encoding(self._forward(inputs), inputs["attention_mask"])
 
     # -- answering -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -194,7 +188,7 @@ class Qwen25OmniEncoder(HFEncoder):
         if not answer_ids:
             raise InputError("the answer to encode is empty")
         inputs = self.prepare([prompt], add_generation_prompt=True, tails=[answer_ids])
-        return answer_encoding(self._forward(inputs), len(answer_ids), with_prompt=with_prompt)
+        return answer_encoding(self.hidden_states(inputs), len(answer_ids), with_prompt=with_prompt)
 
     # -- media -----------------------------------------------------------------------------------
     def _size(self, max_pixels: int) -> dict:
@@ -232,15 +226,4 @@ def _replace_each(text: str, token: str, replacements: Sequence[str]) -> str:
     if len(pieces) - 1 != len(replacements):
         raise CheckpointError(f"the chat template wrote {len(pieces) - 1} {token} placeholders for {len(replacements)} videos")
     return pieces[0] + "".join(r + piece for r, piece in zip(replacements, pieces[1:]))
-
-
-def _check_options(max_pixels, min_pixels, video_max_pixels, video_fps, max_frames) -> None:
-    """InputError for media options that cannot work."""
-    if min_pixels < 1 or max_pixels < min_pixels or video_max_pixels < min_pixels:
-        raise InputError(
-            f"need 0 < min_pixels <= max_pixels and video_max_pixels, got min_pixels={min_pixels}, "
-            f"max_pixels={max_pixels}, video_max_pixels={video_max_pixels}"
-        )
-    if video_fps <= 0 or max_frames < 1:
-        raise InputError(f"need video_fps > 0 and max_frames >= 1, got video_fps={video_fps}, max_frames={max_frames}")
 

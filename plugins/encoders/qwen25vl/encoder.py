@@ -26,12 +26,12 @@ import torch
 
 from x2i_core import (CheckpointError, EncodedPrompt, HFEncoder, InputError, MultimodalPrompt, answer_encoding,
                       chat_messages, check_loaded, check_reserved, expand_placeholders, find_chat_template, first_line,
-                      greedy_reply, load_image, masked_encoding, quiet_transformers, reference_message,
+                      greedy_reply, load_image, quiet_transformers, reference_message,
                       stack_hidden_states, to_model, token_ids, video_frames, with_lm_head)
 from x2i_core import reference_text as text_dict
 from x2i_core import resolve_device as resolve
 
-from .images import image_patches
+from .images import check_pixel_options, image_patches
 from .video import video_patches
 
 IMAGE_TOKEN = "<|image_pad|>"
@@ -47,6 +47,7 @@ DEFAULT_MIN_PIXELS = 4 * PIXELS_PER_TOKEN
 #: Per frame, at most 32 tokens per 2-frame temporal patch: 16 frames cost at most 256 tokens.
 DEFAULT_VIDEO_MAX_PIXELS = 32 * PIXELS_PER_TOKEN
 TEMPLATES = ("x2i", "reference")
+END_OF_TURN = "<|im_end|>"
 REFERENCE_IMAGE_SIZE = (128, 128)  # the reference resized every image to 128x128 (25 tokens)
 REFERENCE_VIDEO_MAX_PIXELS = 128 * 128  # and sampled videos at max_pixels 128 * 128
 
@@ -234,17 +235,10 @@ class Qwen25VLEncoder(HFEncoder):
         return inputs
 
     # -- encoding --------------------------------------------------------------------------------
-    @torch.no_grad()
-    def encode(self, prompts: Sequence[MultimodalPrompt | str]) -> EncodedPrompt:
-        """All hidden states (B, layers + 1, S, H), embedding output first, and the (B, S) bool mask."""
-        inputs = self.prepare(prompts)
-        # the reference attended to and averaged over every row, padding included
-        return masked_encoding(self._forward(inputs), inputs["attention_mask"], keep_padding=self.template == "reference")
-
     def _model_inputs(self, inputs: dict) -> dict:
         return to_model(inputs, self.device, self.dtype, ("pixel_values", "pixel_values_videos"))
 
-    def _forward(self, inputs: dict) -> torch.Tensor:
+    def hidden_states(self, inputs: dict) -> torch.Tensor:
         self.model.rope_deltas = None  # a cache for incremental decoding; never carry it between prompts
         out = self.model(**self._model_inputs(inputs), output_hidden_states=True, use_cache=False, return_dict=True)
         return stack_hidden_states(out, self.num_layers)
@@ -260,7 +254,8 @@ class Qwen25VLEncoder(HFEncoder):
         generator = self._language_head()
         self.model.rope_deltas = None
         answer = greedy_reply(generator, self.tokenizer, inputs, max_new_tokens=max_new_tokens,
-                              stop_ids=token_ids(self.tokenizer, ["<|im_end|>"]), pad_token_id=self.tokenizer.pad_token_id)
+                              stop_ids=token_ids(self.tokenizer, [END_OF_TURN]),
+                              pad_token_id=self.tokenizer.pad_token_id)
         self.model.rope_deltas = None
         return answer
 
@@ -271,7 +266,7 @@ class Qwen25VLEncoder(HFEncoder):
         answer_tokens = len(self.tokenizer(answer, add_special_tokens=False)["input_ids"])
         if answer_tokens == 0 and not with_prompt:
             raise InputError("the answer is empty: nothing to encode")
-        return answer_encoding(self._forward(inputs), answer_tokens, with_prompt=with_prompt)
+        return answer_encoding(self.hidden_states(inputs), answer_tokens, with_prompt=with_prompt)
 
     def _language_head(self):
         """Qwen2_5_VLForConditionalGeneration around the loaded base model and the checkpoint's lm_head (built once,
@@ -305,11 +300,5 @@ def _check_options(max_pixels, min_pixels, video_max_pixels, video_fps, max_fram
         raise InputError(f"template must be one of {', '.join(TEMPLATES)}, got {template!r}")
     if reference_length < 1:
         raise InputError(f"need reference_length >= 1, got {reference_length}")
-    if min_pixels < 1 or max_pixels < min_pixels or video_max_pixels < min_pixels:
-        raise InputError(
-            f"need 0 < min_pixels <= max_pixels and video_max_pixels, got min_pixels={min_pixels}, "
-            f"max_pixels={max_pixels}, video_max_pixels={video_max_pixels}"
-        )
-    if video_fps <= 0 or max_frames < 1:
-        raise InputError(f"need video_fps > 0 and max_frames >= 1, got video_fps={video_fps}, max_frames={max_frames}")
+    check_pixel_options(max_pixels, min_pixels, video_max_pixels, video_fps, max_frames)
 

@@ -25,3 +25,14 @@ def image_patches(image: Image.Image, image_processor, size: dict, source: Any =
 def media_name(value: Any) -> str:
     """A file's name, else the kind of value given."""
     return Path(value).name if isinstance(value, (str, Path)) else type(value).__name__
+
+
+def check_pixel_options(max_pixels, min_pixels, video_max_pixels, video_fps, max_frames) -> None:
+    """InputError for media options that cannot work."""
+    if min_pixels < 1 or max_pixels < min_pixels or video_max_pixels < min_pixels:
+        raise InputError(
+            f"need 0 < min_pixels <= max_pixels and video_max_pixels, got min_pixels={min_pixels}, "
+            f"max_pixels={max_pixels}, video_max_pixels={video_max_pixels}"
+        )
+    if video_fps <= 0 or max_frames < 1:
+        raise InputError(f"need video_fps > 0 and max_frames >= 1, got video_fps={video_fps}, max_frames={max_frames}")
