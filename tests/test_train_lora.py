@@ -69,7 +69,10 @@ def _lora_tensors(folder):
 @pytest.fixture(scope="module")
 def trained(world, tmp_path_factory):
     out = tmp_path_factory.mktemp("lora-run") / "lora"
+    threads = one_thread()  # module fixtures set up before the autouse one: tiny models run faster on one thread
+    next(threads)
     result = train_lora(_config(world, out))
+    next(threads, None)
     return out, result
 
 
@@ -176,3 +179,18 @@ def test_bad_data_is_one_line_before_training(world, tmp_path, monkeypatch):
     assert "multiples of" in _cli_error(world, out, folder("odd", good, sizes={"red": 18, "blue": 18}))
     assert "--lr" in _cli_error(world, out, folder("fine", good), "--lr", "nan")
     assert "--alpha" in _cli_error(world, out, folder("fine2", good), "--alpha", "inf")
+
+
+def test_train_aligner_saves_the_tuned_alignnet(world, tmp_path):
+    from safetensors.torch import load_file
+
+    from x2i_core.alignnet import AlignNet
+
+    out = tmp_path / "with-aligner"
+    train_lora(_config(world, out, steps=2, batch_size=2, checkpoint_every=1, train_aligner=True))
+    before, after = AlignNet.from_pretrained(world["aligner"]), AlignNet.from_pretrained(str(out / "aligner"))
+    changed = [k for k, v in before.state_dict().items() if not torch.equal(v, after.state_dict()[k])]
+    assert changed and (out / LORA_FILE).is_file()
+    saved = load_file(str(out / "checkpoints" / "step-00000002" / "lora" / "diffusion_pytorch_model.safetensors"))
+    assert any(k.startswith("aligner.") for k in saved) and any(".lora_A." in k for k in saved)
+    assert not any(k.startswith("transformer.") and ".lora_" not in k for k in saved)  # frozen weights stay out
