@@ -55,6 +55,20 @@ def _pick_models(encoder, backbone, aligner, encoder_path, backbone_path):
     )
 
 
+def _world_edit_adapters(world, prompt, adapters: list, dit_fields: dict) -> list:
+    """The world's edit adapters (its LightControl branch ...) for an image + text prompt given no adapter or DiT
+    image option; said in one line."""
+    kinds = {part.modality for part in prompt.parts}
+    if adapters or dit_fields or not world.edit_adapters or kinds != {"image", "text"}:
+        return adapters
+    from x2i_core.request import AdapterChoice
+
+    chosen = [AdapterChoice(name, str(folder), float(scale)) for name, folder, scale in world.edit_adapters]
+    click.echo(f"An edit: the world's {', '.join(c.name for c in chosen)} is used (any adapter option replaces it).",
+               err=True)
+    return chosen
+
+
 @click.command(epilog=_EPILOG)
 @click.argument("text", required=False)
 @click.option("--encoder", metavar="NAME|DIR",
@@ -149,6 +163,7 @@ def generate(text, encoder, encoder_path, backbone, backbone_path, aligner, imag
         encoder, backbone, aligner, encoder_path, backbone_path)
     if world is not None:
         click.echo(world.message or f"Using the default world {world.name!r}.", err=True)  # say which world answers
+        adapters = _world_edit_adapters(world, prompt, adapters, dit_fields)
     if note:
         click.echo(note, err=True)
 

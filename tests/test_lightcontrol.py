@@ -250,3 +250,18 @@ def test_cli_generate_with_lightcontrol_and_a_branch_of_another_transformer(worl
     assert other.exit_code == 2 and len(errors) == 1 and "made for another architecture" in errors[0]
     alone = CliRunner().invoke(cli, [*args, "--lightcontrol-image", files["red"]])
     assert alone.exit_code == 2 and "--lightcontrol-image needs a --lightcontrol" in alone.output
+
+
+def test_a_world_adds_its_edit_adapters_to_image_and_text_prompts_only(files):
+    from x2i_cli.generate import _world_edit_adapters
+    from x2i_core import WorldSpec
+
+    world = WorldSpec("w", encoder="e", backbone="b", aligner="a", edit_adapters=(("lightcontrol", files["lc"], 0.5),))
+    edit = MultimodalPrompt.build("make it blue", images=[files["red"]])
+    chosen = _world_edit_adapters(world, edit, [], {})
+    assert [(c.name, c.pretrained, c.scale) for c in chosen] == [("lightcontrol", files["lc"], 0.5)]
+    assert _world_edit_adapters(world, MultimodalPrompt.build("a red circle"), [], {}) == []
+    assert _world_edit_adapters(world, MultimodalPrompt.build(images=[files["red"]]), [], {}) == []
+    assert _world_edit_adapters(world, edit, ["mine"], {}) == ["mine"]
+    assert _world_edit_adapters(world, edit, [], {"init_image": files["red"]}) == []
+    assert _world_edit_adapters(WorldSpec("w", encoder="e", backbone="b", aligner="a"), edit, [], {}) == []

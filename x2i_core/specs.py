@@ -85,4 +85,7 @@ class WorldSpec:
     aligner: str
     summary: str = ""
     message: str = ""
+    #: (adapter name, folder, scale) the world adds for an edit (an image + text prompt) when no adapter or DiT image
+    #: option is given, e.g. its trained LightControl branch
+    edit_adapters: tuple = ()
     plugin: str = ""  # filled in by the plugin manager

@@ -15,6 +15,7 @@ WEIGHTS = Path(__file__).resolve().parent / "weights"
 TEACHER_DIR = WEIGHTS / "teacher"  # diffusers FluxPipeline folder (teacher text encoders included)
 MLLM_DIR = WEIGHTS / "mllm"  # Qwen2.5-VL folder
 ALIGNNET_DIR = WEIGHTS / "alignnet"  # AlignNet folder made by `x2i align`
+LIGHTCONTROL_DIR = WEIGHTS / "lightcontrol"  # LightControl branch made by `x2i train-lightcontrol` (edits)
 IMAGE_PIXELS = 64 * 64
 BACKBONE_OPTIONS = {"default_steps": 20, "default_guidance": 0.0, "max_sequence_length": 24, "default_size": 64,
                     "default_true_cfg": 3.0}
@@ -57,5 +58,8 @@ def register_worlds(register):
         "shapes", encoder="shapes-mllm", backbone="shapes", aligner="shapes",
         summary="a 64x64 miniature X2I trained on CPU (teacher, MLLM, AlignNet)",
         message="Using the built-in shapes world (64x64 miniature; pass --encoder/--backbone for real models).",
+        # an image + text prompt is an edit: the trained LightControl branch reads the image (docs/shapes_world.md)
+        edit_adapters=(("lightcontrol", str(LIGHTCONTROL_DIR), 1.0),) if (LIGHTCONTROL_DIR / "config.json").is_file()
+        else (),
     ))
 
