@@ -98,11 +98,10 @@ class LoraTask(TrainingTask):
         cfg = self.cfg
         self.encoder = load_component("encoder", cfg.encoder, cfg.encoder_path, device=device, dtype=cfg.dtype)
         self.backbone = load_component("backbone", cfg.backbone, cfg.backbone_path, device=device, dtype=cfg.dtype)
-        multiple = int(getattr(self.backbone, "size_multiple", 1))
+        multiple = int(self.backbone.size_multiple)  # every DiTBackbone declares it
         if self.width % multiple or self.height % multiple:
             raise InputError(f"--data: the targets are {self.width}x{self.height}; {self.backbone.identity} needs "
                              f"sides that are multiples of {multiple}: resize the data")
-        self.backbone.check_size(self.height, self.width)
         self.backbone.transformer.requires_grad_(False)
         self.backbone.vae.requires_grad_(False)
         aligner = load_aligner(cfg.aligner, device=device).float()
