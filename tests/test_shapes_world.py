@@ -101,7 +101,7 @@ def test_generate_uses_the_shapes_world_by_default(tmp_path):
 def test_installed_world_holds_presets_and_weights_only():
     folder = WEIGHTS.parent
     assert sorted(p.name for p in folder.rglob("*.py")) == ["__init__.py"]
-    assert {p.name for p in WEIGHTS.iterdir()} == {"teacher", "mllm", "alignnet"}
+    assert {p.name for p in WEIGHTS.iterdir()} == {"teacher", "mllm", "alignnet", "lightcontrol"}
     assert not any(p.name in ("ablations", "train_log.csv") for p in folder.rglob("*"))
     # what left the package is in the lab's folders
     assert len(list(ABLATIONS_DIR.glob("*/config.json"))) == 7 == len(list((LOGS_DIR / "ablations").glob("*/train_log.csv")))
@@ -262,7 +262,7 @@ def test_shipped_weights_are_fp16():
     from safetensors import safe_open
 
     files = list(WEIGHTS.rglob("*.safetensors")) + list(ABLATIONS_DIR.rglob("*.safetensors"))
-    assert len(files) == 13  # teacher 4, MLLM 1, AlignNet 1, ablations 7
+    assert len(files) == 14  # teacher 4, MLLM 1, AlignNet 1, LightControl 1, ablations 7
     for path in files:
         with safe_open(str(path), "pt") as f:
             assert {f.get_slice(k).get_dtype() for k in f.keys()} <= {"F16", "I64"}, path
