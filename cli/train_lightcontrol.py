@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from x2i_core.lightcontrol_train import LightControlConfig
+from x2i_core.training.lightcontrol_config import LightControlConfig
 from x2i_core.training import config_options, config_values
 
 _EPILOG = """\b
